@@ -1,0 +1,177 @@
+//! The versioned contract between training and the edge, and its string-map form
+//! (which becomes an ONNX file's `metadata_props`).
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{heads::utkface_heads, Error, HeadSpec, PreprocessSpec, Result};
+
+/// Version of the contract format written by this build. A reader refuses other versions:
+/// a silently misread contract would mislabel every prediction.
+pub const CONTRACT_VERSION: u32 = 1;
+
+/// Prefix of every metadata key the contract writes.
+pub const KEY_PREFIX: &str = "hydranet.";
+const K_VERSION: &str = "hydranet.contract_version";
+const K_NAME: &str = "hydranet.model_name";
+const K_MODEL_VERSION: &str = "hydranet.model_version";
+const K_ARCH: &str = "hydranet.architecture";
+const K_HEADS: &str = "hydranet.heads";
+const K_PRE: &str = "hydranet.preprocess";
+const K_TRAINING: &str = "hydranet.training";
+
+/// Everything a runtime must know to use a HydraNet: its heads, its input, and where it
+/// came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contract {
+    /// Model name (e.g. `hydranet-utkface`).
+    pub model_name: String,
+    /// Model version (free text, e.g. a semantic version or run id).
+    pub model_version: String,
+    /// Body architecture (e.g. `resnet18`, `resnet10-w0.5`).
+    pub architecture: String,
+    /// Heads, in output order.
+    pub heads: Vec<HeadSpec>,
+    /// How images become input.
+    pub preprocess: PreprocessSpec,
+    /// Free-form facts about the training run (data set, sample counts, epochs, metrics).
+    #[serde(default)]
+    pub training: BTreeMap<String, String>,
+}
+
+impl Contract {
+    /// The default UTKFace contract for a square input of `size` pixels.
+    pub fn utkface(size: u32, architecture: &str) -> Self {
+        Self {
+            model_name: "hydranet-utkface".into(),
+            model_version: "0.1.0".into(),
+            architecture: architecture.into(),
+            heads: utkface_heads(),
+            preprocess: PreprocessSpec::new(size),
+            training: BTreeMap::new(),
+        }
+    }
+
+    /// Checks the contract is usable: at least one head, unique valid names, sane input.
+    pub fn validate(&self) -> Result<()> {
+        if self.heads.is_empty() {
+            return Err(Error::InvalidContract("no heads".into()));
+        }
+        for (i, h) in self.heads.iter().enumerate() {
+            h.validate()?;
+            if self.heads[..i].iter().any(|o| o.name == h.name) {
+                return Err(Error::InvalidContract(format!("head `{}` appears twice", h.name)));
+            }
+            if h.name == "image" {
+                return Err(Error::InvalidContract("a head may not be called `image`".into()));
+            }
+        }
+        self.preprocess.validate()
+    }
+
+    /// Index of the named head.
+    pub fn head_index(&self, name: &str) -> Option<usize> {
+        self.heads.iter().position(|h| h.name == name)
+    }
+
+    /// Sum of all heads' output widths.
+    pub fn total_output_width(&self) -> usize {
+        self.heads.iter().map(|h| h.output_width()).sum()
+    }
+
+    /// The contract as a string map (every key starts with [`KEY_PREFIX`]).
+    pub fn to_metadata(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        m.insert(K_VERSION.into(), CONTRACT_VERSION.to_string());
+        m.insert(K_NAME.into(), self.model_name.clone());
+        m.insert(K_MODEL_VERSION.into(), self.model_version.clone());
+        m.insert(K_ARCH.into(), self.architecture.clone());
+        m.insert(K_HEADS.into(), json(&self.heads));
+        m.insert(K_PRE.into(), json(&self.preprocess));
+        m.insert(K_TRAINING.into(), json(&self.training));
+        m
+    }
+
+    /// Reads a contract back from a string map; unrelated keys are ignored.
+    pub fn from_metadata<'a, I>(entries: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = (&'a str, &'a str)>,
+    {
+        let m: BTreeMap<&str, &str> = entries.into_iter().collect();
+        let get = |k: &str| m.get(k).copied().ok_or_else(|| Error::MissingKey(k.into()));
+        let version = get(K_VERSION)?;
+        match version.trim().parse::<u32>() {
+            Ok(CONTRACT_VERSION) => {}
+            _ => {
+                return Err(Error::UnsupportedVersion {
+                    found: version.into(),
+                    supported: CONTRACT_VERSION,
+                })
+            }
+        }
+        fn parse<T: serde::de::DeserializeOwned>(key: &str, v: &str) -> Result<T> {
+            serde_json::from_str(v)
+                .map_err(|e| Error::BadMetadata { key: key.into(), reason: e.to_string() })
+        }
+        let c = Self {
+            model_name: get(K_NAME)?.into(),
+            model_version: get(K_MODEL_VERSION)?.into(),
+            architecture: get(K_ARCH)?.into(),
+            heads: parse(K_HEADS, get(K_HEADS)?)?,
+            preprocess: parse(K_PRE, get(K_PRE)?)?,
+            training: match m.get(K_TRAINING) {
+                Some(v) => parse(K_TRAINING, v)?,
+                None => BTreeMap::new(),
+            },
+        };
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+// Serialising these small owned structs (strings, numbers, maps with string keys) cannot fail.
+fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(m: &BTreeMap<String, String>) -> Vec<(&str, &str)> {
+        m.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    }
+
+    #[test]
+    fn round_trips_through_a_string_map() {
+        let mut c = Contract::utkface(64, "resnet18");
+        c.training.insert("train_samples".into(), "17000".into());
+        let m = c.to_metadata();
+        assert!(m.keys().all(|k| k.starts_with(KEY_PREFIX)));
+        let mut p = pairs(&m);
+        p.push(("producer", "someone else"));
+        assert_eq!(Contract::from_metadata(p).unwrap(), c);
+    }
+
+    #[test]
+    fn refuses_missing_and_unknown_versions() {
+        let c = Contract::utkface(64, "resnet18");
+        let mut m = c.to_metadata();
+        m.remove(K_VERSION);
+        assert!(matches!(Contract::from_metadata(pairs(&m)), Err(Error::MissingKey(_))));
+        m.insert(K_VERSION.into(), "2".into());
+        let e = Contract::from_metadata(pairs(&m)).unwrap_err();
+        assert!(matches!(e, Error::UnsupportedVersion { .. }), "{e}");
+        assert!(Contract::from_metadata(Vec::new()).is_err());
+    }
+
+    #[test]
+    fn refuses_malformed_heads() {
+        let c = Contract::utkface(64, "resnet18");
+        let mut m = c.to_metadata();
+        m.insert(K_HEADS.into(), "[{\"name\":\"x\"".into());
+        assert!(matches!(Contract::from_metadata(pairs(&m)), Err(Error::BadMetadata { .. })));
+        m.insert(K_HEADS.into(), "[]".into());
+        assert!(matches!(Contract::from_metadata(pairs(&m)), Err(Error::InvalidContract(_))));
+    }
+}
