@@ -1,1 +1,64 @@
-fn main() {}
+//! `host-train`: train, evaluate, benchmark and (later) export the HydraNet.
+use std::{io::IsTerminal, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+#[derive(Parser)]
+#[command(
+    name = "host-train",
+    version,
+    about = "Train the HydraNet (age, gender, ethnicity) with Candle"
+)]
+struct Cli {
+    /// Worker threads for Candle and the input pipeline (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train on a UTKFace-named folder or a CSV manifest.
+    Train(cli::train::Args),
+    /// Evaluate a checkpoint: metrics, confusion matrices, breakdowns.
+    Eval(cli::eval::Args),
+    /// Time training steps on random data (img/s).
+    Bench(cli::bench::Args),
+    /// Write a procedural face-like data set with UTKFace file names.
+    Synth(cli::synth::Args),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    if let Err(e) = cli::set_threads(cli.threads) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    let result = match cli.command {
+        Command::Train(a) => cli::train::run(a),
+        Command::Eval(a) => cli::eval::run(a),
+        Command::Bench(a) => cli::bench::run(a),
+        Command::Synth(a) => cli::synth::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -60,10 +60,15 @@ impl Contract {
         for (i, h) in self.heads.iter().enumerate() {
             h.validate()?;
             if self.heads[..i].iter().any(|o| o.name == h.name) {
-                return Err(Error::InvalidContract(format!("head `{}` appears twice", h.name)));
+                return Err(Error::InvalidContract(format!(
+                    "head `{}` appears twice",
+                    h.name
+                )));
             }
             if h.name == "image" {
-                return Err(Error::InvalidContract("a head may not be called `image`".into()));
+                return Err(Error::InvalidContract(
+                    "a head may not be called `image`".into(),
+                ));
             }
         }
         self.preprocess.validate()
@@ -110,8 +115,10 @@ impl Contract {
             }
         }
         fn parse<T: serde::de::DeserializeOwned>(key: &str, v: &str) -> Result<T> {
-            serde_json::from_str(v)
-                .map_err(|e| Error::BadMetadata { key: key.into(), reason: e.to_string() })
+            serde_json::from_str(v).map_err(|e| Error::BadMetadata {
+                key: key.into(),
+                reason: e.to_string(),
+            })
         }
         let c = Self {
             model_name: get(K_NAME)?.into(),
@@ -158,7 +165,10 @@ mod tests {
         let c = Contract::utkface(64, "resnet18");
         let mut m = c.to_metadata();
         m.remove(K_VERSION);
-        assert!(matches!(Contract::from_metadata(pairs(&m)), Err(Error::MissingKey(_))));
+        assert!(matches!(
+            Contract::from_metadata(pairs(&m)),
+            Err(Error::MissingKey(_))
+        ));
         m.insert(K_VERSION.into(), "2".into());
         let e = Contract::from_metadata(pairs(&m)).unwrap_err();
         assert!(matches!(e, Error::UnsupportedVersion { .. }), "{e}");
@@ -170,8 +180,14 @@ mod tests {
         let c = Contract::utkface(64, "resnet18");
         let mut m = c.to_metadata();
         m.insert(K_HEADS.into(), "[{\"name\":\"x\"".into());
-        assert!(matches!(Contract::from_metadata(pairs(&m)), Err(Error::BadMetadata { .. })));
+        assert!(matches!(
+            Contract::from_metadata(pairs(&m)),
+            Err(Error::BadMetadata { .. })
+        ));
         m.insert(K_HEADS.into(), "[]".into());
-        assert!(matches!(Contract::from_metadata(pairs(&m)), Err(Error::InvalidContract(_))));
+        assert!(matches!(
+            Contract::from_metadata(pairs(&m)),
+            Err(Error::InvalidContract(_))
+        ));
     }
 }

@@ -67,7 +67,9 @@ fn number(field: &str, what: &'static str) -> std::result::Result<u32, NameError
 // Hand-written rather than a regex: four digit fields need no regex engine, and the
 // error says which field is wrong.
 pub fn parse_utkface_name(name: &str) -> std::result::Result<UtkLabels, NameError> {
-    let stem = name.strip_suffix(".jpg.chip.jpg").ok_or(NameError::Suffix)?;
+    let stem = name
+        .strip_suffix(".jpg.chip.jpg")
+        .ok_or(NameError::Suffix)?;
     let fields: Vec<&str> = stem.split('_').collect();
     if fields.len() != 4 {
         return Err(NameError::FieldCount(fields.len()));
@@ -87,7 +89,11 @@ pub fn parse_utkface_name(name: &str) -> std::result::Result<UtkLabels, NameErro
     if ethnicity > 4 {
         return Err(NameError::Ethnicity(ethnicity));
     }
-    Ok(UtkLabels { age: age as u8, gender: gender as u8, ethnicity: ethnicity as u8 })
+    Ok(UtkLabels {
+        age: age as u8,
+        gender: gender as u8,
+        ethnicity: ethnicity as u8,
+    })
 }
 
 /// One labelled image.
@@ -103,7 +109,10 @@ pub struct Sample {
 impl Sample {
     /// The file name, used as the split key.
     pub fn file_name(&self) -> String {
-        self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
 }
 
@@ -128,14 +137,37 @@ pub struct Scan {
 impl Scan {
     /// One warning line per skipped entry, preceded by a count.
     pub fn rejection_report(&self) -> Option<String> {
+        self.rejection_report_limited(usize::MAX)
+    }
+
+    fn rejection_report_limited(&self, limit: usize) -> Option<String> {
         if self.rejected.is_empty() {
             return None;
         }
-        let mut s = format!("skipped {} entr{}:", self.rejected.len(), plural_y(self.rejected.len()));
-        for r in &self.rejected {
+        let mut s = format!(
+            "skipped {} entr{}:",
+            self.rejected.len(),
+            plural_y(self.rejected.len())
+        );
+        for r in self.rejected.iter().take(limit) {
             s.push_str(&format!("\n  {}: {}", r.path.display(), r.reason));
         }
+        if self.rejected.len() > limit {
+            s.push_str(&format!("\n  ... and {} more", self.rejected.len() - limit));
+        }
         Some(s)
+    }
+
+    fn empty_error(&self, path: &Path) -> Error {
+        let details = self
+            .rejection_report_limited(10)
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        Error::NoSamples {
+            path: path.to_path_buf(),
+            rejected: self.rejected.len(),
+            details,
+        }
     }
 }
 
@@ -164,27 +196,43 @@ fn utk_targets(heads: &[HeadSpec], l: UtkLabels) -> Result<Vec<f32>> {
 /// Reads a UTKFace-named folder. Malformed names are rejected (never guessed), the rest
 /// become samples labelled for `heads` (which must be named `age`, `gender`, `ethnicity`).
 pub fn scan_utkface_dir(dir: &Path, heads: &[HeadSpec]) -> Result<Scan> {
-    let io = |source| Error::Io { path: dir.to_path_buf(), source };
+    let io = |source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(io)?
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().map(|t| t.is_file() || t.is_symlink()).unwrap_or(false))
+        .filter(|e| {
+            e.file_type()
+                .map(|t| t.is_file() || t.is_symlink())
+                .unwrap_or(false)
+        })
         .map(|e| e.path())
         .collect();
     entries.sort();
     let mut scan = Scan::default();
     for path in entries {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if name.starts_with('.') || name.eq_ignore_ascii_case("README.md") {
             continue;
         }
         match parse_utkface_name(&name) {
-            Ok(l) => scan.samples.push(Sample { targets: utk_targets(heads, l)?, path }),
-            Err(e) => scan.rejected.push(Rejected { path, reason: e.to_string() }),
+            Ok(l) => scan.samples.push(Sample {
+                targets: utk_targets(heads, l)?,
+                path,
+            }),
+            Err(e) => scan.rejected.push(Rejected {
+                path,
+                reason: e.to_string(),
+            }),
         }
     }
     if scan.samples.is_empty() {
-        return Err(Error::NoSamples { path: dir.to_path_buf(), rejected: scan.rejected.len() });
+        return Err(scan.empty_error(dir));
     }
     Ok(scan)
 }
@@ -203,7 +251,11 @@ fn parse_target(head: &HeadSpec, raw: &str) -> std::result::Result<f32, String> 
                 .position(|l| l.eq_ignore_ascii_case(raw))
                 .map(|i| i as f32)
                 .ok_or_else(|| {
-                    format!("{} `{raw}` is neither a class index nor one of {:?}", head.name, head.labels())
+                    format!(
+                        "{} `{raw}` is neither a class index nor one of {:?}",
+                        head.name,
+                        head.labels()
+                    )
                 })?,
         },
     };
@@ -221,10 +273,18 @@ pub fn read_manifest(manifest: &Path, heads: &[HeadSpec]) -> Result<Scan> {
         .flexible(true)
         .trim(csv::Trim::All)
         .from_path(manifest)
-        .map_err(|e| Error::Manifest { path: manifest.into(), line: 1, reason: e.to_string() })?;
+        .map_err(|e| Error::Manifest {
+            path: manifest.into(),
+            line: 1,
+            reason: e.to_string(),
+        })?;
     let header = rdr
         .headers()
-        .map_err(|e| Error::Manifest { path: manifest.into(), line: 1, reason: e.to_string() })?
+        .map_err(|e| Error::Manifest {
+            path: manifest.into(),
+            line: 1,
+            reason: e.to_string(),
+        })?
         .clone();
     let col = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
     let path_col = col("path").ok_or_else(|| Error::Manifest {
@@ -238,7 +298,11 @@ pub fn read_manifest(manifest: &Path, heads: &[HeadSpec]) -> Result<Scan> {
             col(&h.name).ok_or_else(|| Error::Manifest {
                 path: manifest.into(),
                 line: 1,
-                reason: format!("no `{}` column (header: {:?})", h.name, header.iter().collect::<Vec<_>>()),
+                reason: format!(
+                    "no `{}` column (header: {:?})",
+                    h.name,
+                    header.iter().collect::<Vec<_>>()
+                ),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -249,12 +313,18 @@ pub fn read_manifest(manifest: &Path, heads: &[HeadSpec]) -> Result<Scan> {
         let rec = match rec {
             Ok(r) => r,
             Err(e) => {
-                scan.rejected.push(Rejected { path: row_id, reason: e.to_string() });
+                scan.rejected.push(Rejected {
+                    path: row_id,
+                    reason: e.to_string(),
+                });
                 continue;
             }
         };
         let Some(p) = rec.get(path_col).filter(|p| !p.is_empty()) else {
-            scan.rejected.push(Rejected { path: row_id, reason: "empty path".into() });
+            scan.rejected.push(Rejected {
+                path: row_id,
+                reason: "empty path".into(),
+            });
             continue;
         };
         let path = base.join(p);
@@ -265,11 +335,14 @@ pub fn read_manifest(manifest: &Path, heads: &[HeadSpec]) -> Result<Scan> {
             .collect();
         match targets {
             Ok(targets) => scan.samples.push(Sample { path, targets }),
-            Err(reason) => scan.rejected.push(Rejected { path, reason: format!("line {line}: {reason}") }),
+            Err(reason) => scan.rejected.push(Rejected {
+                path,
+                reason: format!("line {line}: {reason}"),
+            }),
         }
     }
     if scan.samples.is_empty() {
-        return Err(Error::NoSamples { path: manifest.into(), rejected: scan.rejected.len() });
+        return Err(scan.empty_error(manifest));
     }
     Ok(scan)
 }
@@ -303,16 +376,28 @@ pub fn is_validation(file_name: &str, val_fraction: f64) -> bool {
 
 /// Splits samples into (train, validation) by [`is_validation`] of each file name.
 pub fn split(samples: &[Sample], val_fraction: f64) -> (Vec<Sample>, Vec<Sample>) {
-    samples.iter().cloned().partition(|s| !is_validation(&s.file_name(), val_fraction))
+    samples
+        .iter()
+        .cloned()
+        .partition(|s| !is_validation(&s.file_name(), val_fraction))
 }
 
 /// Opens and decodes an image, guessing the format from its content (not its extension).
 pub fn load_image(path: &Path) -> Result<DynamicImage> {
     let reader = image::ImageReader::open(path)
-        .map_err(|source| Error::Io { path: path.into(), source })?
+        .map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })?
         .with_guessed_format()
-        .map_err(|source| Error::Io { path: path.into(), source })?;
-    reader.decode().map_err(|e| Error::Image { path: path.into(), reason: e.to_string() })
+        .map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })?;
+    reader.decode().map_err(|e| Error::Image {
+        path: path.into(),
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -324,21 +409,52 @@ mod tests {
     #[test]
     fn parses_the_documented_example() {
         let l = parse_utkface_name("30_0_3_20170117145159065.jpg.chip.jpg").unwrap();
-        assert_eq!(l, UtkLabels { age: 30, gender: 0, ethnicity: 3 });
+        assert_eq!(
+            l,
+            UtkLabels {
+                age: 30,
+                gender: 0,
+                ethnicity: 3
+            }
+        );
     }
 
     #[test]
     fn rejects_the_real_sets_defects() {
         for (name, want) in [
-            ("39_1_20170116174525125.jpg.chip.jpg", NameError::FieldCount(3)),
-            ("24_0_1_20170116220224657 .jpg.chip.jpg", NameError::NotANumber("date")),
+            (
+                "39_1_20170116174525125.jpg.chip.jpg",
+                NameError::FieldCount(3),
+            ),
+            (
+                "24_0_1_20170116220224657 .jpg.chip.jpg",
+                NameError::NotANumber("date"),
+            ),
             ("55_0_0_20170116232725357jpg.chip.jpg", NameError::Suffix),
-            ("0_0_0_20170116232725357.jpg.chip.jpg", NameError::AgeRange(0)),
-            ("117_0_0_20170116232725357.jpg.chip.jpg", NameError::AgeRange(117)),
-            ("30_2_0_20170116232725357.jpg.chip.jpg", NameError::Gender(2)),
-            ("30_0_5_20170116232725357.jpg.chip.jpg", NameError::Ethnicity(5)),
-            ("30_0_-1_20170116232725357.jpg.chip.jpg", NameError::NotANumber("race")),
-            ("_0_1_20170116232725357.jpg.chip.jpg", NameError::NotANumber("age")),
+            (
+                "0_0_0_20170116232725357.jpg.chip.jpg",
+                NameError::AgeRange(0),
+            ),
+            (
+                "117_0_0_20170116232725357.jpg.chip.jpg",
+                NameError::AgeRange(117),
+            ),
+            (
+                "30_2_0_20170116232725357.jpg.chip.jpg",
+                NameError::Gender(2),
+            ),
+            (
+                "30_0_5_20170116232725357.jpg.chip.jpg",
+                NameError::Ethnicity(5),
+            ),
+            (
+                "30_0_-1_20170116232725357.jpg.chip.jpg",
+                NameError::NotANumber("race"),
+            ),
+            (
+                "_0_1_20170116232725357.jpg.chip.jpg",
+                NameError::NotANumber("age"),
+            ),
         ] {
             assert_eq!(parse_utkface_name(name), Err(want), "{name}");
         }
@@ -391,7 +507,10 @@ mod tests {
     fn split_fraction_is_respected_and_stable() {
         let heads = utkface_heads();
         let samples: Vec<Sample> = (0..20_000)
-            .map(|i| Sample { path: format!("x/{}_0_0_{i}.jpg.chip.jpg", i % 90 + 1).into(), targets: vec![0.0; heads.len()] })
+            .map(|i| Sample {
+                path: format!("x/{}_0_0_{i}.jpg.chip.jpg", i % 90 + 1).into(),
+                targets: vec![0.0; heads.len()],
+            })
             .collect();
         let (tr, va) = split(&samples, 0.1);
         assert_eq!(tr.len() + va.len(), 20_000);
@@ -402,7 +521,10 @@ mod tests {
         // Pinned: a change of hash would silently reshuffle every user's split.
         // Values from the FNV-1a reference (Python: h ^= b; h *= 0x100000001b3 mod 2^64).
         assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(stable_hash(b"30_0_3_20170117145159065.jpg.chip.jpg"), 0xc114_6cc2_9e5e_1c2d);
+        assert_eq!(
+            stable_hash(b"30_0_3_20170117145159065.jpg.chip.jpg"),
+            0xc114_6cc2_9e5e_1c2d
+        );
     }
 
     #[test]
@@ -439,7 +561,9 @@ mod tests {
         let e = scan_utkface_dir(dir.path(), &utkface_heads()).unwrap_err();
         assert!(matches!(e, Error::NoSamples { rejected: 1, .. }), "{e}");
         let missing = dir.path().join("nope");
-        let e = scan_utkface_dir(&missing, &utkface_heads()).unwrap_err().to_string();
+        let e = scan_utkface_dir(&missing, &utkface_heads())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("nope"), "{e}");
     }
 

@@ -124,19 +124,32 @@ pub fn decode_head(head: &HeadSpec, raw: &[f32]) -> Result<HeadOutput> {
         });
     }
     Ok(match &head.kind {
-        HeadKind::Regression { scale, offset, min, max, .. } => {
-            HeadOutput::Regression((raw[0] * scale + offset).clamp(*min, *max))
-        }
+        HeadKind::Regression {
+            scale,
+            offset,
+            min,
+            max,
+            ..
+        } => HeadOutput::Regression((raw[0] * scale + offset).clamp(*min, *max)),
         HeadKind::Binary { labels } => {
             let p1 = sigmoid(raw[0]);
             let index = usize::from(p1 >= 0.5);
             let p = if index == 1 { p1 } else { 1.0 - p1 };
-            HeadOutput::Binary { label: labels[index].clone(), index, p }
+            HeadOutput::Binary {
+                label: labels[index].clone(),
+                index,
+                p,
+            }
         }
         HeadKind::Multiclass { labels } => {
             let probs = softmax(raw);
             let index = argmax(&probs);
-            HeadOutput::Multiclass { label: labels[index].clone(), index, p: probs[index], probs }
+            HeadOutput::Multiclass {
+                label: labels[index].clone(),
+                index,
+                p: probs[index],
+                probs,
+            }
         }
     })
 }
@@ -190,7 +203,12 @@ mod tests {
         let p = decode(&h, &[&[1e9], &[-1e30], &[1e30, -1e30, 0.0, 0.0, 0.0]]).unwrap();
         assert_eq!(p.get("age").unwrap().value(), Some(116.0));
         assert_eq!(p.get("gender").unwrap().class(), Some(0));
-        assert!(p.get("ethnicity").unwrap().class_probs().iter().all(|v| v.is_finite()));
+        assert!(p
+            .get("ethnicity")
+            .unwrap()
+            .class_probs()
+            .iter()
+            .all(|v| v.is_finite()));
         assert!(sigmoid(-1000.0).is_finite() && sigmoid(1000.0) == 1.0);
     }
 

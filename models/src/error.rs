@@ -63,12 +63,14 @@ pub enum Error {
         reason: String,
     },
     /// A data source held no usable sample.
-    #[error("no usable samples in {path} ({rejected} rejected)")]
+    #[error("no usable samples in {path} ({rejected} rejected){details}")]
     NoSamples {
         /// The folder or manifest.
         path: PathBuf,
         /// How many entries were rejected.
         rejected: usize,
+        /// The first rejected entries and why, one per line.
+        details: String,
     },
     /// A buffer has the wrong size.
     #[error("buffer size mismatch: expected {expected}, got {got}")]

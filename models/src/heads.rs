@@ -49,20 +49,33 @@ impl HeadSpec {
     pub fn regression(name: &str, unit: &str, scale: f32, offset: f32, min: f32, max: f32) -> Self {
         Self {
             name: name.into(),
-            kind: HeadKind::Regression { unit: unit.into(), scale, offset, min, max },
+            kind: HeadKind::Regression {
+                unit: unit.into(),
+                scale,
+                offset,
+                min,
+                max,
+            },
         }
     }
 
     /// A binary head.
     pub fn binary(name: &str, negative: &str, positive: &str) -> Self {
-        Self { name: name.into(), kind: HeadKind::Binary { labels: [negative.into(), positive.into()] } }
+        Self {
+            name: name.into(),
+            kind: HeadKind::Binary {
+                labels: [negative.into(), positive.into()],
+            },
+        }
     }
 
     /// A multi-class head.
     pub fn multiclass(name: &str, labels: &[&str]) -> Self {
         Self {
             name: name.into(),
-            kind: HeadKind::Multiclass { labels: labels.iter().map(|s| s.to_string()).collect() },
+            kind: HeadKind::Multiclass {
+                labels: labels.iter().map(|s| s.to_string()).collect(),
+            },
         }
     }
 
@@ -115,14 +128,25 @@ impl HeadSpec {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
             return Err(Error::InvalidContract(format!(
                 "head name `{}` must be non-empty ASCII letters, digits or `_`",
                 self.name
             )));
         }
         match &self.kind {
-            HeadKind::Regression { scale, offset, min, max, .. } => {
+            HeadKind::Regression {
+                scale,
+                offset,
+                min,
+                max,
+                ..
+            } => {
                 if !(scale.is_finite() && *scale != 0.0 && offset.is_finite() && min < max) {
                     return Err(Error::InvalidContract(format!(
                         "regression head `{}` needs a finite non-zero scale and min < max",

@@ -8,8 +8,13 @@ use serde_json::{json, Value};
 use crate::{heads::HeadKind, HeadSpec, Prediction};
 
 /// Age bands of the fairness breakdown: `(label, first year, last year)`.
-pub const AGE_BANDS: [(&str, f32, f32); 5] =
-    [("0-12", 0.0, 12.0), ("13-19", 13.0, 19.0), ("20-39", 20.0, 39.0), ("40-59", 40.0, 59.0), ("60+", 60.0, f32::MAX)];
+pub const AGE_BANDS: [(&str, f32, f32); 5] = [
+    ("0-12", 0.0, 12.0),
+    ("13-19", 13.0, 19.0),
+    ("20-39", 20.0, 39.0),
+    ("40-59", 40.0, 59.0),
+    ("60+", 60.0, f32::MAX),
+];
 
 /// The age band of an age in years.
 pub fn age_band(age: f32) -> &'static str {
@@ -37,8 +42,14 @@ impl Accum {
         let heads = heads
             .iter()
             .map(|h| match h.num_classes() {
-                None => HeadAccum::Reg { abs: 0.0, sq: 0.0, n: 0 },
-                Some(k) => HeadAccum::Class { confusion: vec![vec![0; k]; k] },
+                None => HeadAccum::Reg {
+                    abs: 0.0,
+                    sq: 0.0,
+                    n: 0,
+                },
+                Some(k) => HeadAccum::Class {
+                    confusion: vec![vec![0; k]; k],
+                },
             })
             .collect();
         Self { n: 0, heads }
@@ -138,7 +149,11 @@ pub struct Evaluator {
 impl Evaluator {
     /// An evaluator for these heads.
     pub fn new(heads: &[HeadSpec]) -> Self {
-        Self { heads: heads.to_vec(), all: Accum::new(heads), groups: BTreeMap::new() }
+        Self {
+            heads: heads.to_vec(),
+            all: Accum::new(heads),
+            groups: BTreeMap::new(),
+        }
     }
 
     /// Adds one sample: its targets (head order) and the model's prediction.
@@ -157,9 +172,15 @@ impl Evaluator {
         let mut keys = Vec::new();
         for (h, t) in self.heads.iter().zip(targets) {
             match (&h.kind, h.name.as_str()) {
-                (HeadKind::Regression { .. }, "age") => keys.push(("age_band".into(), age_band(*t).into())),
+                (HeadKind::Regression { .. }, "age") => {
+                    keys.push(("age_band".into(), age_band(*t).into()))
+                }
                 (HeadKind::Binary { .. } | HeadKind::Multiclass { .. }, "gender" | "ethnicity") => {
-                    let label = h.labels().get(*t as usize).cloned().unwrap_or_else(|| t.to_string());
+                    let label = h
+                        .labels()
+                        .get(*t as usize)
+                        .cloned()
+                        .unwrap_or_else(|| t.to_string());
                     keys.push((h.name.clone(), label));
                 }
                 _ => {}
@@ -182,7 +203,12 @@ impl Evaluator {
         if let Some(bands) = groups.get_mut("age_band") {
             bands.sort_by_key(|b| AGE_BANDS.iter().position(|a| a.0 == b.value));
         }
-        Report { n: self.all.n, heads: finish(&self.heads, &self.all), groups, labels: self.heads.clone() }
+        Report {
+            n: self.all.n,
+            heads: finish(&self.heads, &self.all),
+            groups,
+            labels: self.heads.clone(),
+        }
     }
 }
 
@@ -272,7 +298,10 @@ impl Report {
         }
         for (h, spec) in self.heads.iter().zip(&self.labels) {
             if let Some(c) = &h.confusion {
-                s.push_str(&format!("confusion matrix `{}` (rows: truth, columns: predicted)\n", h.name));
+                s.push_str(&format!(
+                    "confusion matrix `{}` (rows: truth, columns: predicted)\n",
+                    h.name
+                ));
                 let labels = spec.labels();
                 let w = labels.iter().map(|l| l.len()).max().unwrap_or(4).max(6);
                 s.push_str(&format!("  {:>w$}", ""));
@@ -293,7 +322,12 @@ impl Report {
             s.push_str(&format!("by {g}\n"));
             for gm in list {
                 let parts: Vec<String> = gm.heads.iter().map(head_text).collect();
-                s.push_str(&format!("  {:>8} n={:<6} {}\n", gm.value, gm.n, parts.join(" | ")));
+                s.push_str(&format!(
+                    "  {:>8} n={:<6} {}\n",
+                    gm.value,
+                    gm.n,
+                    parts.join(" | ")
+                ));
             }
         }
         s
@@ -303,7 +337,12 @@ impl Report {
 fn head_text(h: &HeadMetrics) -> String {
     match (h.mae, h.acc) {
         (Some(mae), _) => format!("{} MAE {:.2}", h.name, mae),
-        (_, Some(acc)) => format!("{} acc {:.1}% (F1 {:.3})", h.name, acc * 100.0, h.macro_f1.unwrap_or(0.0)),
+        (_, Some(acc)) => format!(
+            "{} acc {:.1}% (F1 {:.3})",
+            h.name,
+            acc * 100.0,
+            h.macro_f1.unwrap_or(0.0)
+        ),
         _ => h.name.clone(),
     }
 }

@@ -109,7 +109,12 @@ pub fn resize_rgb(img: &DynamicImage, spec: &PreprocessSpec) -> RgbImage {
     if rgb.width() == spec.width && rgb.height() == spec.height {
         rgb.into_owned()
     } else {
-        image::imageops::resize(rgb.as_ref(), spec.width, spec.height, spec.resize.filter_type())
+        image::imageops::resize(
+            rgb.as_ref(),
+            spec.width,
+            spec.height,
+            spec.resize.filter_type(),
+        )
     }
 }
 
@@ -118,10 +123,16 @@ pub fn resize_rgb(img: &DynamicImage, spec: &PreprocessSpec) -> RgbImage {
 pub fn normalize_hwc_into(pixels: &[u8], spec: &PreprocessSpec, out: &mut [f32]) -> Result<()> {
     let plane = spec.width as usize * spec.height as usize;
     if pixels.len() != plane * 3 {
-        return Err(Error::BufferSize { expected: plane * 3, got: pixels.len() });
+        return Err(Error::BufferSize {
+            expected: plane * 3,
+            got: pixels.len(),
+        });
     }
     if out.len() != plane * 3 {
-        return Err(Error::BufferSize { expected: plane * 3, got: out.len() });
+        return Err(Error::BufferSize {
+            expected: plane * 3,
+            got: out.len(),
+        });
     }
     let (r, rest) = out.split_at_mut(plane);
     let (g, b) = rest.split_at_mut(plane);
@@ -171,7 +182,9 @@ mod tests {
             (128.0 / 255.0 - 0.406) / 0.225, // B(0,0) = 0.4264924
             (30.0 / 255.0 - 0.406) / 0.225,  // B(1,0) = -1.2815686
         ];
-        let literal = [2.2489083, -1.9466564, -2.0357143, -1.6855742, 0.4264924, -1.2815686];
+        let literal = [
+            2.2489083, -1.9466564, -2.0357143, -1.6855742, 0.4264924, -1.2815686,
+        ];
         for ((o, e), l) in out.iter().zip(expected).zip(literal) {
             assert!((o - e).abs() < 1e-5, "{o} vs {e}");
             assert!((o - l).abs() < 1e-5, "{o} vs {l}");

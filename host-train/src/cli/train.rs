@@ -1,0 +1,240 @@
+//! `host-train train`.
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
+
+use anyhow::{bail, Context, Result};
+use host_train::{
+    data::AugmentConfig,
+    device,
+    net::BackboneConfig,
+    train::{
+        checkpoint,
+        loss::LossWeighting,
+        optim::OptimizerKind,
+        schedule::ScheduleKind,
+        setup::{build_trainer, contract_for, prepare_data},
+        trainer::Outcome,
+        TrainConfig,
+    },
+};
+
+use super::DataArgs;
+
+/// Arguments of `train`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Run folder: config.json, log.jsonl, last.safetensors, best.safetensors.
+    #[arg(long, default_value = "runs/latest")]
+    out: PathBuf,
+    /// Epochs.
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Square input size in pixels.
+    #[arg(long, default_value_t = 64)]
+    input_size: u32,
+    /// Body: resnet18, resnet10, resnet34, optionally `-w<width>` (e.g. resnet10-w0.5).
+    #[arg(long, default_value = "resnet18")]
+    backbone: String,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 2e-3)]
+    lr: f64,
+    /// Optimiser.
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Adamw)]
+    optimizer: OptimizerKind,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    /// Weight decay (conv and linear weights only).
+    #[arg(long, default_value_t = 5e-4)]
+    weight_decay: f64,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum, default_value_t = ScheduleKind::OneCycle)]
+    schedule: ScheduleKind,
+    /// Warm-up epochs (cosine and constant schedules).
+    #[arg(long, default_value_t = 1.0)]
+    warmup_epochs: f64,
+    /// How the heads' losses are combined.
+    #[arg(long, value_enum, default_value_t = LossWeighting::Sum)]
+    loss_weighting: LossWeighting,
+    /// Per-head weights for `--loss-weighting fixed`, comma-separated, in head order.
+    #[arg(long, value_delimiter = ',')]
+    head_weights: Vec<f32>,
+    /// Fraction of files held out for validation (chosen by a hash of the file name).
+    #[arg(long, default_value_t = 0.1)]
+    val_fraction: f64,
+    /// Seed for initialisation, order and augmentation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Train without augmentation.
+    #[arg(long)]
+    no_augment: bool,
+    /// Use a deterministic subset of at most N images.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Continue a run from a checkpoint (default: OUT/last.safetensors). The run's saved
+    /// configuration is used; other training flags are ignored.
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    resume: Option<PathBuf>,
+}
+
+impl Args {
+    fn config(&self) -> Result<TrainConfig> {
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            bail!("--val-fraction must be in [0, 1)");
+        }
+        if self.epochs == 0 || self.batch < 2 || self.input_size < 16 {
+            bail!("need --epochs >= 1, --batch >= 2 and --input-size >= 16");
+        }
+        Ok(TrainConfig {
+            data: self.data.source()?,
+            out: self.out.clone(),
+            epochs: self.epochs,
+            batch: self.batch,
+            input_size: self.input_size,
+            backbone: self.backbone.clone(),
+            lr: self.lr,
+            optimizer: self.optimizer,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            schedule: self.schedule,
+            warmup_epochs: self.warmup_epochs,
+            loss_weighting: self.loss_weighting,
+            head_weights: self.head_weights.clone(),
+            val_fraction: self.val_fraction,
+            seed: self.seed,
+            augment: if self.no_augment {
+                AugmentConfig::NONE
+            } else {
+                AugmentConfig::DEFAULT
+            },
+            limit: self.limit,
+            device: self.device.clone(),
+        })
+    }
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    let resume = match &a.resume {
+        Some(p) if p.as_os_str().is_empty() => Some(a.out.join("last.safetensors")),
+        other => other.clone(),
+    };
+    let config = match &resume {
+        Some(path) => {
+            let ck = checkpoint::load(path, &candle_core::Device::Cpu)
+                .with_context(|| format!("cannot resume from {}", path.display()))?;
+            println!(
+                "resuming {} at epoch {} step {} (of {} epochs)",
+                path.display(),
+                ck.state.epoch + 1,
+                ck.state.step_in_epoch,
+                ck.config.epochs
+            );
+            TrainConfig {
+                out: a.out.clone(),
+                ..ck.config
+            }
+        }
+        None => a.config()?,
+    };
+    let backbone: BackboneConfig = config.backbone.parse().map_err(anyhow::Error::msg)?;
+    let dev = device::open(&config.device)?;
+    std::fs::create_dir_all(&config.out)
+        .with_context(|| format!("creating run folder {}", config.out.display()))?;
+    let config_path = config.out.join("config.json");
+    checkpoint::write_atomic(
+        &config_path,
+        serde_json::to_string_pretty(&config)?.as_bytes(),
+    )?;
+
+    let contract = contract_for(&config, &backbone);
+    let t0 = Instant::now();
+    let data = prepare_data(&config, &contract)
+        .with_context(|| format!("reading {}", config.data.display()))?;
+    let decode_s = t0.elapsed().as_secs_f64();
+    println!(
+        "data: {} train / {} validation images at {}x{} ({} skipped), decoded in {:.1} s ({:.0} img/s)",
+        data.train.len(),
+        data.val.len(),
+        config.input_size,
+        config.input_size,
+        data.rejected.len(),
+        decode_s,
+        (data.train.len() + data.val.len()) as f64 / decode_s.max(1e-9)
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("second interrupt: exiting without saving");
+            std::process::exit(130);
+        }
+        eprintln!("interrupt: finishing this step, then saving (Ctrl-C again to abort)");
+    })
+    .context("installing the Ctrl-C handler")?;
+
+    let mut trainer = build_trainer(
+        config.clone(),
+        contract,
+        &data,
+        resume.as_deref(),
+        dev,
+        stop,
+    )?;
+    println!(
+        "training {} ({} parameters) on {}: {} epochs of {} steps, batch {}",
+        backbone,
+        trainer
+            .varmap
+            .all_vars()
+            .iter()
+            .map(|v| v.elem_count())
+            .sum::<usize>(),
+        config.device,
+        config.epochs,
+        data.train.len() / config.batch,
+        config.batch
+    );
+    let outcome = trainer.run()?;
+    match outcome {
+        Outcome::Finished => {
+            println!(
+                "done: best epoch {} (val loss {}), checkpoints in {}",
+                trainer
+                    .state
+                    .best_epoch
+                    .map(|e| e.to_string())
+                    .unwrap_or("-".into()),
+                trainer
+                    .state
+                    .best_val_loss
+                    .map(|l| format!("{l:.4}"))
+                    .unwrap_or("-".into()),
+                config.out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Outcome::Interrupted => {
+            println!(
+                "interrupted: saved {} (resume with --resume)",
+                config.out.join("last.safetensors").display()
+            );
+            Ok(ExitCode::from(130))
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Candle networks: the ResNet body and the HydraNet that puts the contract's heads on it.
+pub mod hydra;
+pub mod init;
+pub mod resnet;
+
+pub use hydra::HydraNet;
+pub use resnet::BackboneConfig;

@@ -1,0 +1,215 @@
+//! ResNet body: He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", 2016.
+//!
+//! Weight paths follow torchvision (`conv1`, `layer1.0.bn1`, `layer2.0.downsample.0`), so a
+//! torchvision state dict converted to safetensors loads without a renaming table.
+//!
+//! One deliberate difference from torchvision: the stem pools with a 2x2/2 max-pool, not
+//! 3x3/2, because Candle 0.11 has no backward for a max-pool whose kernel differs from its
+//! stride. The output size is the same.
+use std::{fmt, str::FromStr};
+
+use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_nn::{batch_norm, conv2d_no_bias, BatchNorm, Conv2d, Conv2dConfig, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+/// Depth and width of the body.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BackboneConfig {
+    /// BasicBlocks per stage (`[2, 2, 2, 2]` is ResNet18, `[1, 1, 1, 1]` ResNet10).
+    pub blocks: [usize; 4],
+    /// Width multiplier on the 64-128-256-512 channels.
+    pub width: f32,
+}
+
+impl BackboneConfig {
+    /// ResNet18.
+    pub const RESNET18: Self = Self {
+        blocks: [2, 2, 2, 2],
+        width: 1.0,
+    };
+    /// ResNet10.
+    pub const RESNET10: Self = Self {
+        blocks: [1, 1, 1, 1],
+        width: 1.0,
+    };
+
+    /// Channels of each stage (the stem has the first stage's width).
+    pub fn channels(&self) -> [usize; 4] {
+        [64, 128, 256, 512].map(|c| ((c as f32 * self.width).round() as usize).max(4))
+    }
+
+    /// Width of the pooled feature vector the heads read.
+    pub fn feature_dim(&self) -> usize {
+        self.channels()[3]
+    }
+}
+
+impl fmt::Display for BackboneConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let depth = match self.blocks {
+            [2, 2, 2, 2] => "resnet18".to_string(),
+            [1, 1, 1, 1] => "resnet10".to_string(),
+            [3, 4, 6, 3] => "resnet34".to_string(),
+            b => format!("resnet-{}-{}-{}-{}", b[0], b[1], b[2], b[3]),
+        };
+        if self.width == 1.0 {
+            write!(f, "{depth}")
+        } else {
+            write!(f, "{depth}-w{}", self.width)
+        }
+    }
+}
+
+impl FromStr for BackboneConfig {
+    type Err = String;
+
+    /// `resnet18`, `resnet10`, `resnet34`, optionally with `-w<multiplier>` (`resnet10-w0.5`).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (depth, width) = match s.split_once("-w") {
+            Some((d, w)) => (
+                d,
+                w.parse::<f32>()
+                    .map_err(|_| format!("bad width in `{s}`"))?,
+            ),
+            None => (s, 1.0),
+        };
+        if !(width > 0.0 && width <= 4.0) {
+            return Err(format!("width multiplier in `{s}` must be in (0, 4]"));
+        }
+        let blocks = match depth {
+            "resnet18" => [2, 2, 2, 2],
+            "resnet10" => [1, 1, 1, 1],
+            "resnet34" => [3, 4, 6, 3],
+            _ => return Err(format!(
+                "unknown backbone `{s}` (resnet10, resnet18, resnet34, with optional -w<width>)"
+            )),
+        };
+        Ok(Self { blocks, width })
+    }
+}
+
+fn conv(c_in: usize, c_out: usize, k: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
+    let cfg = Conv2dConfig {
+        padding: k / 2,
+        stride,
+        ..Default::default()
+    };
+    conv2d_no_bias(c_in, c_out, k, cfg, vb)
+}
+
+fn bn(c: usize, vb: VarBuilder) -> Result<BatchNorm> {
+    batch_norm(c, 1e-5, vb)
+}
+
+struct BasicBlock {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    conv2: Conv2d,
+    bn2: BatchNorm,
+    downsample: Option<(Conv2d, BatchNorm)>,
+}
+
+impl BasicBlock {
+    fn new(c_in: usize, c_out: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
+        let downsample = if stride != 1 || c_in != c_out {
+            Some((
+                conv(c_in, c_out, 1, stride, vb.pp("downsample.0"))?,
+                bn(c_out, vb.pp("downsample.1"))?,
+            ))
+        } else {
+            None
+        };
+        Ok(Self {
+            conv1: conv(c_in, c_out, 3, stride, vb.pp("conv1"))?,
+            bn1: bn(c_out, vb.pp("bn1"))?,
+            conv2: conv(c_out, c_out, 3, 1, vb.pp("conv2"))?,
+            bn2: bn(c_out, vb.pp("bn2"))?,
+            downsample,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let y = self.bn2.forward_t(&self.conv2.forward(&y)?, train)?;
+        let skip = match &self.downsample {
+            Some((c, b)) => b.forward_t(&c.forward(x)?, train)?,
+            None => x.clone(),
+        };
+        (y + skip)?.relu()
+    }
+}
+
+/// The body: stem, four stages, global average pool.
+pub struct ResNet {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    stages: Vec<Vec<BasicBlock>>,
+    feature_dim: usize,
+}
+
+impl ResNet {
+    /// Builds the body under `vb` (torchvision names at its root).
+    pub fn new(cfg: &BackboneConfig, vb: VarBuilder) -> Result<Self> {
+        let ch = cfg.channels();
+        let conv1 = conv(3, ch[0], 7, 2, vb.pp("conv1"))?;
+        let bn1 = bn(ch[0], vb.pp("bn1"))?;
+        let mut stages = Vec::new();
+        let mut c_in = ch[0];
+        for (i, (&n, &c)) in cfg.blocks.iter().zip(&ch).enumerate() {
+            let vb = vb.pp(format!("layer{}", i + 1));
+            let mut blocks = Vec::new();
+            for b in 0..n {
+                let stride = if i > 0 && b == 0 { 2 } else { 1 };
+                blocks.push(BasicBlock::new(c_in, c, stride, vb.pp(b.to_string()))?);
+                c_in = c;
+            }
+            stages.push(blocks);
+        }
+        Ok(Self {
+            conv1,
+            bn1,
+            stages,
+            feature_dim: ch[3],
+        })
+    }
+
+    /// Width of the output features.
+    pub fn feature_dim(&self) -> usize {
+        self.feature_dim
+    }
+
+    /// # Shapes
+    /// `x`: `[N, 3, H, W]` → `[N, feature_dim]`.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut y = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        y = y.max_pool2d_with_stride(2, 2)?;
+        for stage in &self.stages {
+            for block in stage {
+                y = block.forward_t(&y, train)?;
+            }
+        }
+        y.mean((2, 3))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backbone_names_round_trip() {
+        for s in ["resnet18", "resnet10", "resnet10-w0.5", "resnet34-w0.25"] {
+            let c: BackboneConfig = s.parse().unwrap();
+            assert_eq!(c.to_string(), s);
+        }
+        assert!("resnet50".parse::<BackboneConfig>().is_err());
+        assert!("resnet18-w0".parse::<BackboneConfig>().is_err());
+        assert_eq!(
+            "resnet10-w0.5"
+                .parse::<BackboneConfig>()
+                .unwrap()
+                .feature_dim(),
+            256
+        );
+    }
+}

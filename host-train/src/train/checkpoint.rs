@@ -1,0 +1,192 @@
+//! Checkpoints: one safetensors file holding the weights (with BatchNorm statistics), the
+//! optimiser state, and in its metadata the contract, the run config and the loop state.
+//!
+//! One file, written to a temporary name and renamed into place, so a crash or Ctrl-C
+//! mid-write never leaves a half checkpoint where a good one was.
+use std::{
+    collections::HashMap,
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use models::Contract;
+use serde::{Deserialize, Serialize};
+
+use super::TrainConfig;
+use crate::{Error, Result};
+
+/// Value of the `format` metadata entry.
+pub const FORMAT: &str = "hydranet-checkpoint/1";
+
+/// Where the loop is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Steps completed in the current (unfinished) epoch; 0 at an epoch boundary.
+    pub step_in_epoch: usize,
+    /// Optimiser steps taken in all.
+    pub global_step: u64,
+    /// Best validation loss so far.
+    pub best_val_loss: Option<f64>,
+    /// Epoch (1-based) of the best validation loss.
+    pub best_epoch: Option<usize>,
+}
+
+/// A loaded checkpoint.
+pub struct Checkpoint {
+    /// The model's contract.
+    pub contract: Contract,
+    /// The run's configuration.
+    pub config: TrainConfig,
+    /// Loop state at save time.
+    pub state: TrainState,
+    /// Every tensor: model weights and `optim.*` state.
+    pub tensors: HashMap<String, Tensor>,
+}
+
+fn meta_json<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v)
+        .map_err(|e| Error::Config(format!("cannot serialise checkpoint metadata: {e}")))
+}
+
+/// Writes `bytes` to `path` atomically: temporary file in the same folder, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp: PathBuf = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
+
+/// Saves model variables (all of `varmap`) and optimiser state to `path`.
+pub fn save(
+    path: &Path,
+    contract: &Contract,
+    config: &TrainConfig,
+    state: &TrainState,
+    varmap: &VarMap,
+    optim_state: &[(String, Tensor)],
+) -> Result<()> {
+    let mut tensors: Vec<(String, Tensor)> = {
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|_| Error::Config("var map lock poisoned".into()))?;
+        data.iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect()
+    };
+    tensors.extend(optim_state.iter().cloned());
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), FORMAT.to_string());
+    meta.insert("contract".to_string(), meta_json(contract)?);
+    meta.insert("config".to_string(), meta_json(config)?);
+    meta.insert("state".to_string(), meta_json(state)?);
+    let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(meta))
+        .map_err(|e| Error::Checkpoint {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+    write_atomic(path, &bytes)
+}
+
+/// Loads a checkpoint; any defect is an error naming the file.
+pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })?;
+    let bad = |reason: String| Error::Checkpoint {
+        path: path.into(),
+        reason,
+    };
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    match meta.get("format").map(String::as_str) {
+        Some(FORMAT) => {}
+        Some(other) => return Err(bad(format!("format `{other}`, expected `{FORMAT}`"))),
+        None => {
+            return Err(bad(
+                "no HydraNet checkpoint metadata (a plain safetensors file?)".into(),
+            ))
+        }
+    }
+    fn field<T: serde::de::DeserializeOwned>(
+        meta: &HashMap<String, String>,
+        key: &str,
+    ) -> std::result::Result<T, String> {
+        let raw = meta
+            .get(key)
+            .ok_or_else(|| format!("metadata has no `{key}`"))?;
+        serde_json::from_str(raw).map_err(|e| format!("metadata `{key}`: {e}"))
+    }
+    let contract: Contract = field(&meta, "contract").map_err(bad)?;
+    contract.validate()?;
+    let config = field(&meta, "config").map_err(bad)?;
+    let state = field(&meta, "state").map_err(bad)?;
+    let tensors =
+        candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| bad(e.to_string()))?;
+    Ok(Checkpoint {
+        contract,
+        config,
+        state,
+        tensors,
+    })
+}
+
+/// Copies weights from `tensors` into every variable of `varmap` (names and shapes must
+/// match). Variables listed in `optional` may be absent.
+pub fn apply_weights(
+    varmap: &VarMap,
+    tensors: &HashMap<String, Tensor>,
+    source: &Path,
+    optional: impl Fn(&str) -> bool,
+) -> Result<()> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::Config("var map lock poisoned".into()))?;
+    let bad = |reason: String| Error::Checkpoint {
+        path: source.into(),
+        reason,
+    };
+    for (name, var) in data.iter() {
+        match tensors.get(name) {
+            Some(t) if t.dims() == var.dims() => {
+                var.set(&t.to_device(var.device())?.to_dtype(var.dtype())?)?
+            }
+            Some(t) => {
+                return Err(bad(format!(
+                    "`{name}` has shape {:?}, the model expects {:?}",
+                    t.dims(),
+                    var.dims()
+                )))
+            }
+            None if optional(name) => {}
+            None => return Err(bad(format!("no tensor `{name}`"))),
+        }
+    }
+    Ok(())
+}

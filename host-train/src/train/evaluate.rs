@@ -1,0 +1,63 @@
+//! Validation and `eval`: run the network in inference mode over a cache, decode with the
+//! contract, score with the shared metrics.
+use candle_core::{Device, Tensor};
+use models::{decode::decode, metrics::Evaluator, metrics::Report, HeadSpec};
+
+use super::loss::head_loss;
+use crate::{
+    data::{AugmentConfig, Batcher, ImageCache},
+    net::HydraNet,
+    Result,
+};
+
+/// Metrics and losses of one evaluation.
+pub struct EvalResult {
+    /// Metrics with breakdowns.
+    pub report: Report,
+    /// Mean loss of each head.
+    pub head_losses: Vec<f64>,
+    /// Sum of the head losses (unweighted); the best-checkpoint criterion.
+    pub loss: f64,
+}
+
+/// Raw head outputs as rows: `out[h][i]` is head `h`'s values for sample `i`.
+pub fn outputs_to_rows(outputs: &[Tensor]) -> Result<Vec<Vec<Vec<f32>>>> {
+    Ok(outputs
+        .iter()
+        .map(|t| t.to_vec2::<f32>())
+        .collect::<candle_core::Result<_>>()?)
+}
+
+/// Evaluates `net` on every image of `cache`.
+pub fn evaluate(
+    net: &HydraNet,
+    cache: &ImageCache,
+    heads: &[HeadSpec],
+    batch: usize,
+    device: &Device,
+) -> Result<EvalResult> {
+    let batcher = Batcher::new(cache, heads, AugmentConfig::NONE, 0);
+    let mut ev = Evaluator::new(heads);
+    let mut sums = vec![0.0f64; heads.len()];
+    let indices: Vec<usize> = (0..cache.len()).collect();
+    for chunk in indices.chunks(batch.max(1)) {
+        let b = batcher.batch(chunk, 0, false, device)?;
+        let outs = net.forward_t(&b.input, false)?;
+        for (k, (h, o)) in heads.iter().zip(&outs).enumerate() {
+            sums[k] +=
+                head_loss(h, o, &b.targets[k])?.to_scalar::<f32>()? as f64 * chunk.len() as f64;
+        }
+        let rows = outputs_to_rows(&outs)?;
+        for (i, t) in b.raw_targets.iter().enumerate() {
+            let raw: Vec<&[f32]> = rows.iter().map(|r| r[i].as_slice()).collect();
+            ev.add(t, &decode(heads, &raw)?);
+        }
+    }
+    let n = cache.len().max(1) as f64;
+    let head_losses: Vec<f64> = sums.iter().map(|s| s / n).collect();
+    Ok(EvalResult {
+        report: ev.report(),
+        loss: head_losses.iter().sum(),
+        head_losses,
+    })
+}

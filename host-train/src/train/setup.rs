@@ -1,0 +1,193 @@
+//! From a configuration to a ready [`Trainer`]: read the data, split it, cache it, build the
+//! network, loss and optimiser, and restore a checkpoint when resuming.
+use std::{
+    path::Path,
+    sync::{atomic::AtomicBool, Arc},
+};
+
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use models::{
+    dataset::{scan_source, split, stable_hash, Rejected, Sample},
+    Contract,
+};
+
+use super::{
+    checkpoint::{self, TrainState},
+    loss::{is_loss_var, LossCombiner},
+    optim::{trainable, Optimizer},
+    trainer::Trainer,
+    TrainConfig,
+};
+use crate::{
+    data::ImageCache,
+    net::{BackboneConfig, HydraNet},
+    Error, Result,
+};
+
+/// Decoded training and validation images.
+pub struct PreparedData {
+    /// Training split.
+    pub train: ImageCache,
+    /// Validation split.
+    pub val: ImageCache,
+    /// Names rejected while scanning (malformed, out of range).
+    pub rejected: Vec<Rejected>,
+}
+
+/// A deterministic subset of `n` samples, spread over the whole set (not the first `n` by
+/// name, which would all be centenarians in UTKFace's sort order).
+pub fn subset(samples: &[Sample], n: usize) -> Vec<Sample> {
+    let mut v = samples.to_vec();
+    v.sort_by_key(|s| stable_hash(format!("subset:{}", s.file_name()).as_bytes()));
+    v.truncate(n);
+    v.sort_by(|a, b| a.path.cmp(&b.path));
+    v
+}
+
+/// Scans, splits and caches the data named by `config`, warning about everything skipped.
+pub fn prepare_data(config: &TrainConfig, contract: &Contract) -> Result<PreparedData> {
+    let scan = scan_source(&config.data, &contract.heads)?;
+    if let Some(report) = scan.rejection_report() {
+        tracing::warn!("{}: {report}", config.data.display());
+    }
+    let samples = match config.limit {
+        Some(n) => subset(&scan.samples, n),
+        None => scan.samples.clone(),
+    };
+    let (train, val) = split(&samples, config.val_fraction);
+    let spec = &contract.preprocess;
+    let train = ImageCache::build(&train, spec, None);
+    let val = ImageCache::build(&val, spec, None);
+    for s in train.skipped.iter().chain(&val.skipped) {
+        tracing::warn!(
+            "skipped unreadable image {}: {}",
+            s.path.display(),
+            s.reason
+        );
+    }
+    if train.len() < config.batch {
+        return Err(Error::Config(format!(
+            "{}: {} usable training images, fewer than one batch of {}",
+            config.data.display(),
+            train.len(),
+            config.batch
+        )));
+    }
+    let mut rejected = scan.rejected;
+    rejected.extend(train.skipped.iter().chain(&val.skipped).cloned());
+    Ok(PreparedData {
+        train,
+        val,
+        rejected,
+    })
+}
+
+/// The contract a run trains, with a summary of its data.
+pub fn contract_for(config: &TrainConfig, backbone: &BackboneConfig) -> Contract {
+    Contract::utkface(config.input_size, &backbone.to_string())
+}
+
+/// Builds the network, loss and optimiser for `config`, fresh or from `resume`.
+pub fn build_trainer<'a>(
+    config: TrainConfig,
+    mut contract: Contract,
+    data: &'a PreparedData,
+    resume: Option<&Path>,
+    device: Device,
+    stop: Arc<AtomicBool>,
+) -> Result<Trainer<'a>> {
+    if config.batch < 2 {
+        return Err(Error::Config(
+            "--batch must be at least 2 (BatchNorm needs a batch)".into(),
+        ));
+    }
+    let backbone: BackboneConfig = config.backbone.parse().map_err(Error::Config)?;
+    contract
+        .training
+        .insert("data".into(), config.data.display().to_string());
+    contract
+        .training
+        .insert("train_samples".into(), data.train.len().to_string());
+    contract
+        .training
+        .insert("val_samples".into(), data.val.len().to_string());
+    contract
+        .training
+        .insert("val_fraction".into(), config.val_fraction.to_string());
+    contract
+        .training
+        .insert("seed".into(), config.seed.to_string());
+    contract
+        .training
+        .insert("epochs".into(), config.epochs.to_string());
+    let (net, varmap) = HydraNet::fresh(&backbone, &contract.heads, config.seed, &device)?;
+    let loss = LossCombiner::new(
+        config.loss_weighting,
+        &config.head_weights,
+        contract.heads.len(),
+        VarBuilder::from_varmap(&varmap, DType::F32, &device).pp("loss"),
+    )?;
+    let mut optim = Optimizer::new(
+        config.optimizer,
+        trainable(&varmap),
+        config.weight_decay,
+        config.momentum,
+    )?;
+    let mut state = TrainState::default();
+    if let Some(path) = resume {
+        let ck = checkpoint::load(path, &device)?;
+        if ck.contract.heads != contract.heads || ck.contract.architecture != contract.architecture
+        {
+            return Err(Error::Checkpoint {
+                path: path.into(),
+                reason: format!(
+                    "it holds a {} with other heads; cannot resume this run",
+                    ck.contract.architecture
+                ),
+            });
+        }
+        checkpoint::apply_weights(&varmap, &ck.tensors, path, |_| false)?;
+        optim.load_state(&ck.tensors, ck.state.global_step)?;
+        state = ck.state;
+    }
+    Ok(Trainer {
+        config,
+        contract,
+        net,
+        varmap,
+        loss,
+        optim,
+        device,
+        train: &data.train,
+        val: &data.val,
+        state,
+        stop,
+        verbose: true,
+        history: Vec::new(),
+    })
+}
+
+/// Loads a checkpoint's network for inference (eval, export).
+pub fn load_for_inference(
+    path: &Path,
+    device: &Device,
+) -> Result<(HydraNet, VarMap, checkpoint::Checkpoint)> {
+    let ck = checkpoint::load(path, device)?;
+    let backbone: BackboneConfig =
+        ck.contract
+            .architecture
+            .parse()
+            .map_err(|e| Error::Checkpoint {
+                path: path.into(),
+                reason: e,
+            })?;
+    let varmap = VarMap::new();
+    let net = HydraNet::new(
+        &backbone,
+        &ck.contract.heads,
+        VarBuilder::from_varmap(&varmap, DType::F32, device),
+    )?;
+    checkpoint::apply_weights(&varmap, &ck.tensors, path, is_loss_var)?;
+    Ok((net, varmap, ck))
+}

@@ -1,0 +1,192 @@
+//! Bad input through the real binary: each case gives one clear message naming the file,
+//! the rest of the work goes on, and nothing already saved is lost.
+use std::{path::Path, process::Command};
+
+fn host_train(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_host-train"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const TINY: [&str; 10] = [
+    "--backbone",
+    "resnet10-w0.25",
+    "--input-size",
+    "32",
+    "--batch",
+    "8",
+    "--epochs",
+    "1",
+    "--val-fraction",
+    "0.25",
+];
+
+fn train(data: &Path, out: &Path, extra: &[&str]) -> (bool, String, String) {
+    let mut args = vec![
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&TINY);
+    args.extend_from_slice(extra);
+    host_train(&args)
+}
+
+#[test]
+fn a_folder_without_valid_images_is_one_clear_error() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("holiday.jpg"), b"x").unwrap();
+    std::fs::write(
+        data.path().join("39_1_20170116174525125.jpg.chip.jpg"),
+        b"x",
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (ok, _, err) = train(data.path(), out.path(), &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("no usable samples") && err.contains(data.path().to_str().unwrap()),
+        "{err}"
+    );
+    assert!(
+        err.contains("39_1_20170116174525125.jpg.chip.jpg") && err.contains("found 3 field(s)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_folder_is_named() {
+    let out = tempfile::tempdir().unwrap();
+    let (ok, _, err) = train(Path::new("/nonexistent/faces"), out.path(), &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("/nonexistent/faces") && err.contains("does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreadable_images_and_malformed_names_are_skipped_with_warnings() {
+    let data = tempfile::tempdir().unwrap();
+    host_train::synth::generate(data.path(), 48, 40, 2).unwrap();
+    std::fs::write(
+        data.path().join("30_0_0_20170116232725357.jpg.chip.jpg"),
+        b"\xff\xd8\xff not a jpeg",
+    )
+    .unwrap();
+    std::fs::copy(
+        data.path().join("30_0_0_20170116232725357.jpg.chip.jpg"),
+        data.path().join("55_0_0_20170116232725357jpg.chip.jpg"),
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (ok, stdout, err) = train(data.path(), out.path(), &[]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("skipped unreadable image")
+            && err.contains("30_0_0_20170116232725357.jpg.chip.jpg"),
+        "{err}"
+    );
+    assert!(
+        err.contains("55_0_0_20170116232725357jpg.chip.jpg: name does not end in"),
+        "{err}"
+    );
+    assert!(stdout.contains("(2 skipped)"), "{stdout}");
+    assert!(out.path().join("last.safetensors").is_file());
+}
+
+#[test]
+fn resuming_from_a_corrupt_checkpoint_fails_and_keeps_the_good_ones() {
+    let data = tempfile::tempdir().unwrap();
+    host_train::synth::generate(data.path(), 40, 40, 4).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (ok, _, err) = train(data.path(), out.path(), &[]);
+    assert!(ok, "{err}");
+    let best = out.path().join("best.safetensors");
+    let last = out.path().join("last.safetensors");
+    let best_bytes = std::fs::read(&best).unwrap();
+    let last_bytes = std::fs::read(&last).unwrap();
+
+    // Truncated copy of a real checkpoint.
+    let broken = out.path().join("broken.safetensors");
+    std::fs::write(&broken, &last_bytes[..last_bytes.len() / 2]).unwrap();
+    let (ok, _, err) = train(
+        data.path(),
+        out.path(),
+        &["--resume", broken.to_str().unwrap()],
+    );
+    assert!(!ok);
+    assert!(err.contains("broken.safetensors"), "{err}");
+    assert_eq!(
+        std::fs::read(&best).unwrap(),
+        best_bytes,
+        "best checkpoint changed"
+    );
+    assert_eq!(
+        std::fs::read(&last).unwrap(),
+        last_bytes,
+        "last checkpoint changed"
+    );
+
+    // Random bytes.
+    std::fs::write(&broken, b"garbage").unwrap();
+    let (ok, _, err) = train(
+        data.path(),
+        out.path(),
+        &["--resume", broken.to_str().unwrap()],
+    );
+    assert!(!ok && err.contains("broken.safetensors"), "{err}");
+    assert_eq!(std::fs::read(&last).unwrap(), last_bytes);
+}
+
+#[test]
+fn eval_prints_metrics_and_a_json_line() {
+    let data = tempfile::tempdir().unwrap();
+    host_train::synth::generate(data.path(), 40, 40, 6).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (ok, _, err) = train(data.path(), out.path(), &[]);
+    assert!(ok, "{err}");
+    let ck = out.path().join("best.safetensors");
+    let (ok, stdout, err) = host_train(&[
+        "eval",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--data",
+        data.path().to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["n"], 40);
+    for k in ["age_mae", "gender_acc", "ethnicity_acc", "ethnicity_f1"] {
+        assert!(last[k].is_number(), "{k} missing in {last}");
+    }
+    let (ok, stdout, _) = host_train(&[
+        "eval",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--data",
+        data.path().to_str().unwrap(),
+    ]);
+    assert!(
+        ok && stdout.contains("confusion matrix `ethnicity`") && stdout.contains("by age_band"),
+        "{stdout}"
+    );
+    let (ok, _, err) = host_train(&[
+        "eval",
+        "--checkpoint",
+        "/nonexistent/x.safetensors",
+        "--data",
+        data.path().to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("/nonexistent/x.safetensors"), "{err}");
+}
