@@ -116,9 +116,9 @@ fn finish(heads: &[HeadSpec], acc: &Accum) -> Vec<HeadMetrics> {
                 let total: u64 = confusion.iter().flatten().sum();
                 let correct: u64 = (0..k).map(|i| confusion[i][i]).sum();
                 let mut f1s = Vec::new();
-                for c in 0..k {
-                    let tp = confusion[c][c] as f64;
-                    let truth: u64 = confusion[c].iter().sum();
+                for (c, row) in confusion.iter().enumerate() {
+                    let tp = row[c] as f64;
+                    let truth: u64 = row.iter().sum();
                     let guessed: u64 = (0..k).map(|r| confusion[r][c]).sum();
                     if truth + guessed == 0 {
                         continue;

@@ -80,9 +80,11 @@ impl FromStr for BackboneConfig {
             "resnet18" => [2, 2, 2, 2],
             "resnet10" => [1, 1, 1, 1],
             "resnet34" => [3, 4, 6, 3],
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "unknown backbone `{s}` (resnet10, resnet18, resnet34, with optional -w<width>)"
-            )),
+            ))
+            }
         };
         Ok(Self { blocks, width })
     }

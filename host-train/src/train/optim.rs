@@ -93,6 +93,10 @@ impl Optimizer {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
+            // A variable's gradient can still reference the forward graph (Candle detaches
+            // only intermediate gradients). Keeping it in the moments would chain every
+            // step's activations together: detach, or memory grows by a step per step.
+            let g = &g.detach();
             let wd = if decays(var) { self.weight_decay } else { 0.0 };
             match self.kind {
                 OptimizerKind::Adamw => {
@@ -203,6 +207,34 @@ mod tests {
         let w2 = w1 - 0.1 * buf2;
         let got: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
         assert!((got[0] - w2).abs() < 1e-6, "{} vs {w2}", got[0]);
+    }
+
+    #[test]
+    fn moments_do_not_hold_the_forward_graph() {
+        // Guards the memory leak where AdamW moments kept each step's activations alive.
+        let a = Var::from_tensor(&Tensor::new(&[1.0f32, 2.0], &Device::Cpu).unwrap()).unwrap();
+        let b = Var::from_tensor(&Tensor::new(&[3.0f32, -1.0], &Device::Cpu).unwrap()).unwrap();
+        for kind in [OptimizerKind::Adamw, OptimizerKind::Sgd] {
+            let mut opt = Optimizer::new(
+                kind,
+                vec![("a".into(), a.clone()), ("b".into(), b.clone())],
+                0.1,
+                0.9,
+            )
+            .unwrap();
+            for _ in 0..2 {
+                // d(loss)/da = b * 2 (b is a variable, so the raw gradient is tracked).
+                let loss = (a.as_tensor() * (b.as_tensor() * 2.0).unwrap())
+                    .unwrap()
+                    .sum_all()
+                    .unwrap();
+                opt.step(&loss.backward().unwrap(), 0.01).unwrap();
+            }
+            assert!(
+                opt.m.iter().chain(&opt.v).all(|t| !t.track_op()),
+                "{kind:?} state tracks ops"
+            );
+        }
     }
 
     #[test]
