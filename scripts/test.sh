@@ -20,5 +20,9 @@ cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== models builds for the boards (aarch64)"
+rustup target add aarch64-unknown-linux-gnu >/dev/null
+cargo check -p models --target aarch64-unknown-linux-gnu --locked
+
 echo "== tests"
 cargo test --workspace --locked
