@@ -79,9 +79,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result.map_err(io)
 }
 
-/// Saves model variables (all of `varmap`) and optimiser state to `path`.
+/// Saves model variables (all of `varmap`) and optimiser state to each of `paths` (the
+/// checkpoint is serialised once, however many files receive it).
 pub fn save(
-    path: &Path,
+    paths: &[&Path],
     contract: &Contract,
     config: &TrainConfig,
     state: &TrainState,
@@ -105,10 +106,10 @@ pub fn save(
     meta.insert("state".to_string(), meta_json(state)?);
     let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(meta))
         .map_err(|e| Error::Checkpoint {
-            path: path.into(),
+            path: paths.first().map(|p| p.to_path_buf()).unwrap_or_default(),
             reason: e.to_string(),
         })?;
-    write_atomic(path, &bytes)
+    paths.iter().try_for_each(|p| write_atomic(p, &bytes))
 }
 
 /// Loads a checkpoint; any defect is an error naming the file.

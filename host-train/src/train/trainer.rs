@@ -3,7 +3,7 @@
 //! "how to save".
 use std::{
     io::Write,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -99,26 +99,21 @@ impl Trainer<'_> {
 
     /// Saves `last.safetensors` (and `best.safetensors` when `best`).
     pub fn save(&self, best: bool) -> Result<()> {
-        let state = self.optim.state();
+        let last = self.path("last.safetensors");
+        let best_path = self.path("best.safetensors");
+        let paths: Vec<&Path> = if best {
+            vec![&last, &best_path]
+        } else {
+            vec![&last]
+        };
         checkpoint::save(
-            &self.path("last.safetensors"),
+            &paths,
             &self.contract,
             &self.config,
             &self.state,
             &self.varmap,
-            &state,
-        )?;
-        if best {
-            checkpoint::save(
-                &self.path("best.safetensors"),
-                &self.contract,
-                &self.config,
-                &self.state,
-                &self.varmap,
-                &state,
-            )?;
-        }
-        Ok(())
+            &self.optim.state(),
+        )
     }
 
     fn log(&self, record: serde_json::Value) -> Result<()> {
