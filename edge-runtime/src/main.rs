@@ -1,14 +1,57 @@
-//! `edge-runtime`: will run an exported HydraNet ONNX file with tract on the board.
-//!
-//! Not built yet: the export + edge-runtime issue fills this crate (tract engine, `predict`,
-//! `eval`, `bench`). Until then it only reports which contract version it will read.
-use std::process::ExitCode;
+//! `edge-runtime`: run an exported HydraNet on the board.
+use std::{io::IsTerminal, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+#[derive(Parser)]
+#[command(
+    name = "edge-runtime",
+    version,
+    about = "Run an exported HydraNet ONNX file with tract"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Predict age, gender and ethnicity for images: one JSON line each.
+    Predict(cli::predict::Args),
+    /// Score the model on a UTKFace-named folder or a CSV manifest.
+    Eval(cli::eval::Args),
+    /// Latency percentiles and throughput.
+    Bench(cli::bench::Args),
+    /// Print the model's contract.
+    Info(cli::info::Args),
+}
 
 fn main() -> ExitCode {
-    eprintln!(
-        "edge-runtime {}: not implemented yet (reads HydraNet contract version {} once the ONNX runtime lands)",
-        env!("CARGO_PKG_VERSION"),
-        models::CONTRACT_VERSION
-    );
-    ExitCode::from(2)
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Predict(a) => cli::predict::run(a),
+        Command::Eval(a) => cli::eval::run(a),
+        Command::Bench(a) => cli::bench::run(a),
+        Command::Info(a) => cli::info::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -29,6 +29,24 @@ enum Command {
     Bench(cli::bench::Args),
     /// Write a procedural face-like data set with UTKFace file names.
     Synth(cli::synth::Args),
+    /// Export a checkpoint to ONNX (contract in the metadata).
+    Export(cli::export::Args),
+}
+
+/// `host-train --export model.onnx [train options]` (the design card's form) is
+/// `host-train train --export model.onnx [train options]`.
+fn with_default_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut i = 1;
+    while i < args.len() && args[i] == "--threads" {
+        i += 2;
+    }
+    if args
+        .get(i)
+        .is_some_and(|a| a == "--export" || a.to_string_lossy().starts_with("--export="))
+    {
+        args.insert(i, "train".into());
+    }
+    args
 }
 
 fn main() -> ExitCode {
@@ -40,7 +58,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_target(false)
         .init();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(with_default_subcommand(std::env::args_os().collect()));
     if let Err(e) = cli::set_threads(cli.threads) {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
@@ -50,6 +68,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => cli::eval::run(a),
         Command::Bench(a) => cli::bench::run(a),
         Command::Synth(a) => cli::synth::run(a),
+        Command::Export(a) => cli::export::run(a),
     };
     match result {
         Ok(code) => code,

@@ -190,3 +190,38 @@ fn eval_prints_metrics_and_a_json_line() {
     ]);
     assert!(!ok && err.contains("/nonexistent/x.safetensors"), "{err}");
 }
+
+#[test]
+fn the_design_cards_export_form_trains_then_exports() {
+    let data = tempfile::tempdir().unwrap();
+    host_train::synth::generate(data.path(), 40, 40, 8).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let onnx = out.path().join("model.onnx");
+    let mut args = vec![
+        "--export",
+        onnx.to_str().unwrap(),
+        "--data",
+        data.path().to_str().unwrap(),
+    ];
+    let run = out.path().join("run");
+    args.extend_from_slice(&["--out", run.to_str().unwrap()]);
+    args.extend_from_slice(&TINY);
+    let (ok, stdout, err) = host_train(&args);
+    assert!(ok, "{err}");
+    assert!(
+        stdout.contains("wrote") && stdout.contains("opset 13"),
+        "{stdout}"
+    );
+    assert!(std::fs::metadata(&onnx).unwrap().len() > 10_000);
+    let (ok, _, err) = host_train(&[
+        "export",
+        "--checkpoint",
+        onnx.to_str().unwrap(),
+        "--out",
+        "/tmp/never.onnx",
+    ]);
+    assert!(
+        !ok && err.contains("model.onnx") && err.contains("not a safetensors file"),
+        "{err}"
+    );
+}

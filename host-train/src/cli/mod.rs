@@ -1,6 +1,7 @@
 //! One file per subcommand: its arguments and its handler.
 pub mod bench;
 pub mod eval;
+pub mod export;
 pub mod synth;
 pub mod train;
 

@@ -90,6 +90,9 @@ pub struct Args {
     /// configuration is used; other training flags are ignored.
     #[arg(long, num_args = 0..=1, default_missing_value = "")]
     resume: Option<PathBuf>,
+    /// After training, export the best checkpoint to this ONNX file.
+    #[arg(long)]
+    export: Option<PathBuf>,
 }
 
 impl Args {
@@ -227,6 +230,15 @@ pub fn run(a: Args) -> Result<ExitCode> {
                     .unwrap_or("-".into()),
                 config.out.display()
             );
+            if let Some(onnx) = &a.export {
+                let best = config.out.join("best.safetensors");
+                let ck = if best.is_file() {
+                    best
+                } else {
+                    config.out.join("last.safetensors")
+                };
+                super::export::export(&ck, onnx, false)?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Outcome::Interrupted => {

@@ -139,7 +139,6 @@ impl GraphBuilder {
             domain: String::new(),
             attribute,
             doc_string: String::new(),
-            ..Default::default()
         });
     }
 

@@ -1,0 +1,69 @@
+//! `edge-runtime bench`: latency percentiles and throughput, warm-up excluded.
+use std::{path::PathBuf, process::ExitCode, time::Instant};
+
+use anyhow::Result;
+use edge_runtime::{
+    stats::{peak_rss_bytes, quantile},
+    Engine,
+};
+use serde_json::json;
+
+/// Arguments of `bench`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// ONNX model file.
+    #[arg(long)]
+    model: PathBuf,
+    /// Images per run.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// tract threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Untimed warm-up runs.
+    #[arg(long, default_value_t = 10)]
+    warmup: usize,
+    /// Timed runs.
+    #[arg(long, default_value_t = 200)]
+    iters: usize,
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    super::set_threads(a.threads)?;
+    let t_load = Instant::now();
+    let engine = Engine::load(&a.model, a.batch)?;
+    let load_s = t_load.elapsed().as_secs_f64();
+    let n = engine.batch() * engine.contract().preprocess.input_len();
+    // A fixed, non-trivial input (a sine pattern): no RNG crate needed for a benchmark.
+    let input: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37).sin() * 1.5).collect();
+    for _ in 0..a.warmup {
+        engine.run_raw(&input)?;
+    }
+    let mut lat = Vec::with_capacity(a.iters);
+    let t0 = Instant::now();
+    for _ in 0..a.iters.max(1) {
+        let t = Instant::now();
+        engine.run_raw(&input)?;
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    lat.sort_by(|x, y| x.total_cmp(y));
+    let size = std::fs::metadata(&a.model).map(|m| m.len()).unwrap_or(0);
+    let line = json!({
+        "runtime": "tract",
+        "model": a.model.display().to_string(),
+        "model_bytes": size,
+        "batch": a.batch,
+        "threads": a.threads,
+        "iters": lat.len(),
+        "p50_ms": quantile(&lat, 0.5),
+        "p90_ms": quantile(&lat, 0.9),
+        "p99_ms": quantile(&lat, 0.99),
+        "mean_ms": lat.iter().sum::<f64>() / lat.len() as f64,
+        "img_per_s": (lat.len() * a.batch) as f64 / wall,
+        "load_s": load_s,
+        "peak_rss_bytes": peak_rss_bytes(),
+    });
+    println!("{line}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,80 @@
+//! `edge-runtime eval`: the same metrics and JSON as `host-train eval`, computed through
+//! tract on the board.
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::{Context, Result};
+use edge_runtime::Engine;
+use models::{
+    dataset::{load_image, scan_source},
+    metrics::Evaluator,
+};
+use serde_json::json;
+
+/// Arguments of `eval`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// ONNX model file.
+    #[arg(long)]
+    model: PathBuf,
+    /// UTKFace-named folder, or a CSV manifest `path,age,gender,ethnicity`.
+    #[arg(long)]
+    data: PathBuf,
+    /// Images per tract run.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// tract threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Print one JSON object (the last line) instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    super::set_threads(a.threads)?;
+    let engine = Engine::load(&a.model, a.batch)?;
+    let heads = engine.contract().heads.clone();
+    anyhow::ensure!(
+        a.data.exists(),
+        "data source {} does not exist",
+        a.data.display()
+    );
+    let scan =
+        scan_source(&a.data, &heads).with_context(|| format!("reading {}", a.data.display()))?;
+    if let Some(r) = scan.rejection_report() {
+        tracing::warn!("{}: {r}", a.data.display());
+    }
+    let mut ev = Evaluator::new(&heads);
+    let mut skipped = scan.rejected.len();
+    for chunk in scan.samples.chunks(a.batch.max(1) * 8) {
+        let mut images = Vec::with_capacity(chunk.len());
+        let mut targets = Vec::with_capacity(chunk.len());
+        for s in chunk {
+            match load_image(&s.path) {
+                Ok(img) => {
+                    images.push(img);
+                    targets.push(&s.targets);
+                }
+                Err(e) => {
+                    skipped += 1;
+                    tracing::warn!("skipped: {e}");
+                }
+            }
+        }
+        for (p, t) in engine.predict(&images)?.iter().zip(targets) {
+            ev.add(t, p);
+        }
+    }
+    let report = ev.report();
+    anyhow::ensure!(report.n > 0, "no readable images in {}", a.data.display());
+    if a.json {
+        let mut v = report.to_json();
+        v["skipped"] = json!(skipped);
+        v["model"] = json!(a.model.display().to_string());
+        println!("{v}");
+    } else {
+        println!("{} on {}", a.model.display(), a.data.display());
+        print!("{}", report.table());
+    }
+    Ok(ExitCode::SUCCESS)
+}

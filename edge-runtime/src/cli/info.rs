@@ -1,0 +1,19 @@
+//! `edge-runtime info`.
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Result;
+use edge_runtime::Engine;
+
+/// Arguments of `info`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// ONNX model file.
+    #[arg(long)]
+    model: PathBuf,
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    let engine = Engine::load(&a.model, 1)?;
+    println!("{}", serde_json::to_string_pretty(engine.contract())?);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,226 @@
+//! The tract engine: ONNX file → contract + optimised plan → typed predictions.
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use image::DynamicImage;
+use models::{decode::decode, preprocess::preprocess_into, Contract, Prediction};
+use prost::Message;
+use tract_onnx::{pb, prelude::*};
+
+use crate::{Error, Result};
+
+/// A loaded HydraNet: its contract and a tract plan for a fixed batch size.
+pub struct Engine {
+    contract: Contract,
+    plan: Arc<TypedRunnableModel>,
+    batch: usize,
+    path: PathBuf,
+    /// `order[h]`: position of head `h`'s output among the plan's outputs.
+    order: Vec<usize>,
+}
+
+fn dims_of(v: &pb::ValueInfoProto) -> Option<Vec<Option<i64>>> {
+    use pb::{tensor_shape_proto::dimension::Value, type_proto::Value as T};
+    let T::TensorType(t) = v.r#type.as_ref()?.value.as_ref()?;
+    Some(
+        t.shape
+            .as_ref()?
+            .dim
+            .iter()
+            .map(|d| match d.value {
+                Some(Value::DimValue(n)) => Some(n),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+impl Engine {
+    /// Loads `path`, checks it is a HydraNet with a contract this build reads, and plans it
+    /// for batches of `batch` images.
+    pub fn load(path: &Path, batch: usize) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })?;
+        Self::from_bytes(&bytes, path, batch)
+    }
+
+    /// As [`Engine::load`], from bytes already read; `path` is used in messages.
+    pub fn from_bytes(bytes: &[u8], path: &Path, batch: usize) -> Result<Self> {
+        let batch = batch.max(1);
+        let proto = pb::ModelProto::decode(bytes).map_err(|e| Error::NotOnnx {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+        let graph = proto
+            .graph
+            .as_ref()
+            .filter(|g| !g.node.is_empty())
+            .ok_or_else(|| Error::NotOnnx {
+                path: path.into(),
+                reason: "no graph".into(),
+            })?;
+        let contract = Contract::from_metadata(
+            proto
+                .metadata_props
+                .iter()
+                .map(|e| (e.key.as_str(), e.value.as_str())),
+        )
+        .map_err(|source| Error::Contract {
+            path: path.into(),
+            source,
+        })?;
+        let not = |reason: String| Error::NotHydraNet {
+            path: path.into(),
+            reason,
+        };
+        let initialisers: std::collections::HashSet<&str> =
+            graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let inputs: Vec<&pb::ValueInfoProto> = graph
+            .input
+            .iter()
+            .filter(|i| !initialisers.contains(i.name.as_str()))
+            .collect();
+        let [input] = inputs.as_slice() else {
+            return Err(not(format!(
+                "expected one image input, found {}",
+                inputs.len()
+            )));
+        };
+        let pre = &contract.preprocess;
+        let want = [
+            None,
+            Some(3),
+            Some(pre.height as i64),
+            Some(pre.width as i64),
+        ];
+        match dims_of(input) {
+            Some(d)
+                if d.len() == 4
+                    && d[1..]
+                        .iter()
+                        .zip(&want[1..])
+                        .all(|(g, w)| g.is_none() || g == w) => {}
+            Some(d) => {
+                return Err(not(format!(
+                    "input `{}` has shape {:?}; the contract says [N, 3, {}, {}]",
+                    input.name, d, pre.height, pre.width
+                )))
+            }
+            None => return Err(not(format!("input `{}` has no tensor shape", input.name))),
+        }
+        let order = contract
+            .heads
+            .iter()
+            .map(|h| {
+                graph
+                    .output
+                    .iter()
+                    .position(|o| o.name == h.name)
+                    .ok_or_else(|| {
+                        not(format!(
+                            "no output named `{}` for head `{}`",
+                            h.name, h.name
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let tract_err = |e: TractError| Error::Tract {
+            path: path.into(),
+            reason: format!("{e:#}"),
+        };
+        let plan = tract_onnx::onnx()
+            .model_for_proto_model(&proto)
+            .map_err(tract_err)?
+            .with_input_fact(
+                0,
+                InferenceFact::dt_shape(f32::datum_type(), pre.input_shape(batch)),
+            )
+            .map_err(tract_err)?
+            .into_optimized()
+            .map_err(tract_err)?
+            .into_runnable()
+            .map_err(tract_err)?;
+        Ok(Self {
+            contract,
+            plan,
+            batch,
+            path: path.into(),
+            order,
+        })
+    }
+
+    /// The model's contract.
+    pub fn contract(&self) -> &Contract {
+        &self.contract
+    }
+
+    /// Images per run.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Runs one batch of preprocessed input (`batch * input_len` values). Returns
+    /// `out[h][i]`: head `h`'s raw values for image `i`.
+    pub fn run_raw(&self, input: &[f32]) -> Result<Vec<Vec<Vec<f32>>>> {
+        let pre = &self.contract.preprocess;
+        let expected = self.batch * pre.input_len();
+        if input.len() != expected {
+            return Err(Error::InputSize {
+                expected,
+                got: input.len(),
+            });
+        }
+        let tract_err = |e: TractError| Error::Tract {
+            path: self.path.clone(),
+            reason: format!("{e:#}"),
+        };
+        let t = Tensor::from_shape(&pre.input_shape(self.batch), input).map_err(tract_err)?;
+        let outputs = self.plan.run(tvec!(t.into_tvalue())).map_err(tract_err)?;
+        self.contract
+            .heads
+            .iter()
+            .zip(&self.order)
+            .map(|(h, &o)| {
+                let view = outputs[o].to_plain_array_view::<f32>().map_err(tract_err)?;
+                let w = h.output_width();
+                let flat: Vec<f32> = view.iter().copied().collect();
+                if flat.len() != self.batch * w {
+                    return Err(Error::NotHydraNet {
+                        path: self.path.clone(),
+                        reason: format!(
+                            "output `{}` has {} values, expected {}",
+                            h.name,
+                            flat.len(),
+                            self.batch * w
+                        ),
+                    });
+                }
+                Ok(flat.chunks(w).map(|c| c.to_vec()).collect())
+            })
+            .collect()
+    }
+
+    /// Preprocesses (the contract's one function) and predicts any number of images,
+    /// in batches of [`Engine::batch`] (the last one padded).
+    pub fn predict(&self, images: &[DynamicImage]) -> Result<Vec<Prediction>> {
+        let len = self.contract.preprocess.input_len();
+        let mut out = Vec::with_capacity(images.len());
+        let mut input = vec![0f32; self.batch * len];
+        for chunk in images.chunks(self.batch) {
+            input.iter_mut().for_each(|v| *v = 0.0);
+            for (img, slot) in chunk.iter().zip(input.chunks_mut(len)) {
+                preprocess_into(img, &self.contract.preprocess, slot)?;
+            }
+            let raw = self.run_raw(&input)?;
+            for i in 0..chunk.len() {
+                let per: Vec<&[f32]> = raw.iter().map(|h| h[i].as_slice()).collect();
+                out.push(decode(&self.contract.heads, &per)?);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,10 @@
+//! `edge-runtime`: runs an exported HydraNet ONNX file with tract.
+//!
+//! The file carries its contract in `metadata_props`; the runtime needs nothing else.
+//! [`engine`] loads and runs it; [`stats`] holds the latency statistics `bench` prints.
+pub mod engine;
+pub mod error;
+pub mod stats;
+
+pub use engine::Engine;
+pub use error::{Error, Result};
