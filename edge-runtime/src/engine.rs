@@ -37,24 +37,37 @@ fn dims_of(v: &pb::ValueInfoProto) -> Option<Vec<Option<i64>>> {
     )
 }
 
+fn decode_proto(bytes: &[u8], path: &Path) -> Result<pb::ModelProto> {
+    pb::ModelProto::decode(bytes).map_err(|e| Error::NotOnnx {
+        path: path.into(),
+        reason: e.to_string(),
+    })
+}
+
 impl Engine {
     /// Loads `path`, checks it is a HydraNet with a contract this build reads, and plans it
     /// for batches of `batch` images.
     pub fn load(path: &Path, batch: usize) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            path: path.into(),
-            source,
-        })?;
-        Self::from_bytes(&bytes, path, batch)
+        // The file's bytes are dropped as soon as they are decoded, and the decoded
+        // protobuf as soon as tract has its own copy: at most two copies of the weights
+        // are alive at once, which keeps peak RSS near twice the file size.
+        let proto = {
+            let bytes = std::fs::read(path).map_err(|source| Error::Io {
+                path: path.into(),
+                source,
+            })?;
+            decode_proto(&bytes, path)?
+        };
+        Self::from_proto(proto, path, batch)
     }
 
     /// As [`Engine::load`], from bytes already read; `path` is used in messages.
     pub fn from_bytes(bytes: &[u8], path: &Path, batch: usize) -> Result<Self> {
+        Self::from_proto(decode_proto(bytes, path)?, path, batch)
+    }
+
+    fn from_proto(proto: pb::ModelProto, path: &Path, batch: usize) -> Result<Self> {
         let batch = batch.max(1);
-        let proto = pb::ModelProto::decode(bytes).map_err(|e| Error::NotOnnx {
-            path: path.into(),
-            reason: e.to_string(),
-        })?;
         let graph = proto
             .graph
             .as_ref()
@@ -132,9 +145,11 @@ impl Engine {
             path: path.into(),
             reason: format!("{e:#}"),
         };
-        let plan = tract_onnx::onnx()
+        let model = tract_onnx::onnx()
             .model_for_proto_model(&proto)
-            .map_err(tract_err)?
+            .map_err(tract_err)?;
+        drop(proto);
+        let plan = model
             .with_input_fact(
                 0,
                 InferenceFact::dt_shape(f32::datum_type(), pre.input_shape(batch)),
