@@ -7,6 +7,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod export;
+pub mod kernels;
 pub mod net;
 pub mod synth;
 pub mod train;

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use host_train::{
     data::AugmentConfig,
+    kernels::Kernels,
     train::{loss::LossWeighting, optim::OptimizerKind, schedule::ScheduleKind, TrainConfig},
 };
 
@@ -45,5 +46,6 @@ pub fn tiny_config(data: &Path, out: &Path) -> TrainConfig {
         augment: AugmentConfig::DEFAULT,
         limit: None,
         device: "cpu".into(),
+        kernels: Kernels::Fast,
     }
 }

@@ -7,6 +7,7 @@ use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 use host_train::{
     device,
+    kernels::Kernels,
     net::{BackboneConfig, HydraNet},
     train::{
         loss::{head_loss, LossCombiner, LossWeighting},
@@ -42,6 +43,9 @@ pub struct Args {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Kernel paths to measure, one after the other in this run (one JSON line each).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "candle,fast")]
+    kernels: Vec<Kernels>,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -50,10 +54,17 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
+    for &k in &a.kernels {
+        bench(&a, k)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench(a: &Args, kernels: Kernels) -> Result<()> {
     let dev = device::open(&a.device)?;
     let backbone: BackboneConfig = a.backbone.parse().map_err(anyhow::Error::msg)?;
     let heads = utkface_heads();
-    let (net, varmap) = HydraNet::fresh(&backbone, &heads, 0, &dev)?;
+    let (net, varmap) = HydraNet::fresh(&backbone, &heads, kernels, 0, &dev)?;
     let loss = LossCombiner::new(
         LossWeighting::Sum,
         &[],
@@ -122,7 +133,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let step = median(&mut tot);
     let line = json!({
         "impl": "candle",
-        "kernels": "candle",
+        "kernels": kernels.to_string(),
         "device": a.device,
         "backbone": backbone.to_string(),
         "size": a.size,
@@ -135,5 +146,5 @@ pub fn run(a: Args) -> Result<ExitCode> {
         "img_per_s": n as f64 / step,
     });
     println!("{line}");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

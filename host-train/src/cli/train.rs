@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use host_train::{
     data::AugmentConfig,
     device,
+    kernels::Kernels,
     net::BackboneConfig,
     train::{
         checkpoint,
@@ -86,6 +87,9 @@ pub struct Args {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Convolution kernels: `fast` (im2col + GEMM, CPU) or Candle's own.
+    #[arg(long, value_enum, default_value_t = Kernels::Fast)]
+    kernels: Kernels,
     /// Continue a run from a checkpoint (default: OUT/last.safetensors). The run's saved
     /// configuration is used; other training flags are ignored.
     #[arg(long, num_args = 0..=1, default_missing_value = "")]
@@ -127,6 +131,7 @@ impl Args {
             },
             limit: self.limit,
             device: self.device.clone(),
+            kernels: self.kernels,
         })
     }
 }
@@ -149,6 +154,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             );
             TrainConfig {
                 out: a.out.clone(),
+                kernels: a.kernels,
                 ..ck.config
             }
         }

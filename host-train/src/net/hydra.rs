@@ -8,6 +8,7 @@ use candle_nn::{linear, Linear, Module, VarBuilder, VarMap};
 use models::HeadSpec;
 
 use super::{init, resnet::ResNet, BackboneConfig};
+use crate::kernels::Kernels;
 
 struct Head {
     fc1: Linear,
@@ -36,8 +37,13 @@ pub struct HydraNet {
 
 impl HydraNet {
     /// Builds the network under `vb`: the body at the root, heads under `heads.<name>`.
-    pub fn new(backbone: &BackboneConfig, heads: &[HeadSpec], vb: VarBuilder) -> Result<Self> {
-        let body = ResNet::new(backbone, vb.clone())?;
+    pub fn new(
+        backbone: &BackboneConfig,
+        heads: &[HeadSpec],
+        kernels: Kernels,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let body = ResNet::new(backbone, kernels, vb.clone())?;
         let f = body.feature_dim();
         let hv = vb.pp("heads");
         let built = heads
@@ -55,12 +61,13 @@ impl HydraNet {
     pub fn fresh(
         backbone: &BackboneConfig,
         heads: &[HeadSpec],
+        kernels: Kernels,
         seed: u64,
         device: &Device,
     ) -> Result<(Self, VarMap)> {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-        let net = Self::new(backbone, heads, vb)?;
+        let net = Self::new(backbone, heads, kernels, vb)?;
         init::reinit(&varmap, seed)?;
         Ok((net, varmap))
     }
@@ -111,7 +118,8 @@ mod tests {
     #[test]
     fn outputs_one_tensor_per_head_and_torchvision_names() {
         let cfg: BackboneConfig = "resnet10-w0.25".parse().unwrap();
-        let (net, vm) = HydraNet::fresh(&cfg, &utkface_heads(), 1, &Device::Cpu).unwrap();
+        let (net, vm) =
+            HydraNet::fresh(&cfg, &utkface_heads(), Kernels::Fast, 1, &Device::Cpu).unwrap();
         let x = Tensor::zeros((2, 3, 32, 32), DType::F32, &Device::Cpu).unwrap();
         let out = net.forward_t(&x, false).unwrap();
         let dims: Vec<_> = out.iter().map(|t| t.dims().to_vec()).collect();
@@ -131,9 +139,12 @@ mod tests {
     #[test]
     fn the_same_seed_gives_the_same_weights() {
         let cfg: BackboneConfig = "resnet10-w0.25".parse().unwrap();
-        let (_, a) = HydraNet::fresh(&cfg, &utkface_heads(), 7, &Device::Cpu).unwrap();
-        let (_, b) = HydraNet::fresh(&cfg, &utkface_heads(), 7, &Device::Cpu).unwrap();
-        let (_, c) = HydraNet::fresh(&cfg, &utkface_heads(), 8, &Device::Cpu).unwrap();
+        let (_, a) =
+            HydraNet::fresh(&cfg, &utkface_heads(), Kernels::Fast, 7, &Device::Cpu).unwrap();
+        let (_, b) =
+            HydraNet::fresh(&cfg, &utkface_heads(), Kernels::Fast, 7, &Device::Cpu).unwrap();
+        let (_, c) =
+            HydraNet::fresh(&cfg, &utkface_heads(), Kernels::Fast, 8, &Device::Cpu).unwrap();
         let get = |m: &VarMap| {
             m.data().lock().unwrap()["layer1.0.conv1.weight"]
                 .flatten_all()

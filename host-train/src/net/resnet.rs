@@ -8,9 +8,11 @@
 //! stride. The output size is the same.
 use std::{fmt, str::FromStr};
 
-use candle_core::{Module, ModuleT, Result, Tensor};
-use candle_nn::{batch_norm, conv2d_no_bias, BatchNorm, Conv2d, Conv2dConfig, VarBuilder};
+use candle_core::{Module, ModuleT, Result, Tensor, Var};
+use candle_nn::{batch_norm, BatchNorm, VarBuilder};
 use serde::{Deserialize, Serialize};
+
+use crate::kernels::{self, Kernels};
 
 /// Depth and width of the body.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -90,42 +92,114 @@ impl FromStr for BackboneConfig {
     }
 }
 
-fn conv(c_in: usize, c_out: usize, k: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
-    let cfg = Conv2dConfig {
-        padding: k / 2,
-        stride,
-        ..Default::default()
-    };
-    conv2d_no_bias(c_in, c_out, k, cfg, vb)
+/// A bias-free convolution, padded to keep `size / stride`; the implementation is chosen
+/// per run (see [`crate::kernels`]). Same variable (`weight`) as `candle_nn::Conv`.
+struct Conv {
+    weight: Tensor,
+    stride: usize,
+    padding: usize,
+    kernels: Kernels,
 }
 
-fn bn(c: usize, vb: VarBuilder) -> Result<BatchNorm> {
-    batch_norm(c, 1e-5, vb)
+impl Conv {
+    fn new(
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        kernels: Kernels,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let weight = vb.get_with_hints(
+            (c_out, c_in, k, k),
+            "weight",
+            candle_nn::init::DEFAULT_KAIMING_NORMAL,
+        )?;
+        Ok(Self {
+            weight,
+            stride,
+            padding: k / 2,
+            kernels,
+        })
+    }
+}
+
+impl Module for Conv {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.kernels == Kernels::Fast && x.device().is_cpu() {
+            kernels::conv::conv2d(x, &self.weight, self.stride, self.padding)
+        } else {
+            x.conv2d(&self.weight, self.padding, self.stride, 1, 1)
+        }
+    }
+}
+
+/// BatchNorm with running statistics (`candle_nn::BatchNorm`'s variables and eval path);
+/// training mode runs the fused kernel on CPU when the run asks for fast kernels.
+struct Norm {
+    bn: BatchNorm,
+    running: Option<(Var, Var)>,
+}
+
+fn bn(c: usize, kernels: Kernels, vb: VarBuilder) -> Result<Norm> {
+    let bn = batch_norm(c, 1e-5, vb)?;
+    let running = match kernels {
+        Kernels::Fast => Some((
+            Var::from_tensor(bn.running_mean())?,
+            Var::from_tensor(bn.running_var())?,
+        )),
+        Kernels::Candle => None,
+    };
+    Ok(Norm { bn, running })
+}
+
+impl ModuleT for Norm {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match (&self.running, self.bn.weight_and_bias()) {
+            (Some((rm, rv)), Some((g, b))) if train && x.device().is_cpu() => {
+                let (y, mean, var) = kernels::batchnorm::batch_norm_train(x, g, b, self.bn.eps())?;
+                // Same update as candle_nn::BatchNorm (unbiased variance, momentum 0.1).
+                let m = self.bn.momentum();
+                let count = (x.elem_count() / x.dim(1)?) as f64;
+                rm.set(&((rm.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
+                let unbiased = m * count / (count - 1.0).max(1.0);
+                rv.set(&((rv.as_tensor() * (1.0 - m))? + (var * unbiased)?)?)?;
+                Ok(y)
+            }
+            _ => self.bn.forward_t(x, train),
+        }
+    }
 }
 
 struct BasicBlock {
-    conv1: Conv2d,
-    bn1: BatchNorm,
-    conv2: Conv2d,
-    bn2: BatchNorm,
-    downsample: Option<(Conv2d, BatchNorm)>,
+    conv1: Conv,
+    bn1: Norm,
+    conv2: Conv,
+    bn2: Norm,
+    downsample: Option<(Conv, Norm)>,
 }
 
 impl BasicBlock {
-    fn new(c_in: usize, c_out: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
+    fn new(
+        c_in: usize,
+        c_out: usize,
+        stride: usize,
+        kernels: Kernels,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let downsample = if stride != 1 || c_in != c_out {
             Some((
-                conv(c_in, c_out, 1, stride, vb.pp("downsample.0"))?,
-                bn(c_out, vb.pp("downsample.1"))?,
+                Conv::new(c_in, c_out, 1, stride, kernels, vb.pp("downsample.0"))?,
+                bn(c_out, kernels, vb.pp("downsample.1"))?,
             ))
         } else {
             None
         };
         Ok(Self {
-            conv1: conv(c_in, c_out, 3, stride, vb.pp("conv1"))?,
-            bn1: bn(c_out, vb.pp("bn1"))?,
-            conv2: conv(c_out, c_out, 3, 1, vb.pp("conv2"))?,
-            bn2: bn(c_out, vb.pp("bn2"))?,
+            conv1: Conv::new(c_in, c_out, 3, stride, kernels, vb.pp("conv1"))?,
+            bn1: bn(c_out, kernels, vb.pp("bn1"))?,
+            conv2: Conv::new(c_out, c_out, 3, 1, kernels, vb.pp("conv2"))?,
+            bn2: bn(c_out, kernels, vb.pp("bn2"))?,
             downsample,
         })
     }
@@ -143,18 +217,18 @@ impl BasicBlock {
 
 /// The body: stem, four stages, global average pool.
 pub struct ResNet {
-    conv1: Conv2d,
-    bn1: BatchNorm,
+    conv1: Conv,
+    bn1: Norm,
     stages: Vec<Vec<BasicBlock>>,
     feature_dim: usize,
 }
 
 impl ResNet {
     /// Builds the body under `vb` (torchvision names at its root).
-    pub fn new(cfg: &BackboneConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &BackboneConfig, kernels: Kernels, vb: VarBuilder) -> Result<Self> {
         let ch = cfg.channels();
-        let conv1 = conv(3, ch[0], 7, 2, vb.pp("conv1"))?;
-        let bn1 = bn(ch[0], vb.pp("bn1"))?;
+        let conv1 = Conv::new(3, ch[0], 7, 2, kernels, vb.pp("conv1"))?;
+        let bn1 = bn(ch[0], kernels, vb.pp("bn1"))?;
         let mut stages = Vec::new();
         let mut c_in = ch[0];
         for (i, (&n, &c)) in cfg.blocks.iter().zip(&ch).enumerate() {
@@ -162,7 +236,13 @@ impl ResNet {
             let mut blocks = Vec::new();
             for b in 0..n {
                 let stride = if i > 0 && b == 0 { 2 } else { 1 };
-                blocks.push(BasicBlock::new(c_in, c, stride, vb.pp(b.to_string()))?);
+                blocks.push(BasicBlock::new(
+                    c_in,
+                    c,
+                    stride,
+                    kernels,
+                    vb.pp(b.to_string()),
+                )?);
                 c_in = c;
             }
             stages.push(blocks);

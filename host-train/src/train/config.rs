@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::{loss::LossWeighting, optim::OptimizerKind, schedule::ScheduleKind};
-use crate::data::AugmentConfig;
+use crate::{data::AugmentConfig, kernels::Kernels};
 
 /// Everything that defines a training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,4 +48,7 @@ pub struct TrainConfig {
     pub limit: Option<usize>,
     /// `cpu`, `cuda` or `cuda:N`.
     pub device: String,
+    /// Convolution kernels (same math; `fast` is CPU-only and falls back elsewhere).
+    #[serde(default)]
+    pub kernels: Kernels,
 }

@@ -21,6 +21,7 @@ use super::{
 };
 use crate::{
     data::ImageCache,
+    kernels::Kernels,
     net::{BackboneConfig, HydraNet},
     Error, Result,
 };
@@ -121,7 +122,13 @@ pub fn build_trainer<'a>(
     contract
         .training
         .insert("epochs".into(), config.epochs.to_string());
-    let (net, varmap) = HydraNet::fresh(&backbone, &contract.heads, config.seed, &device)?;
+    let (net, varmap) = HydraNet::fresh(
+        &backbone,
+        &contract.heads,
+        config.kernels,
+        config.seed,
+        &device,
+    )?;
     let loss = LossCombiner::new(
         config.loss_weighting,
         &config.head_weights,
@@ -186,6 +193,7 @@ pub fn load_for_inference(
     let net = HydraNet::new(
         &backbone,
         &ck.contract.heads,
+        Kernels::Fast,
         VarBuilder::from_varmap(&varmap, DType::F32, device),
     )?;
     checkpoint::apply_weights(&varmap, &ck.tensors, path, is_loss_var)?;

@@ -10,6 +10,7 @@ use common::candle_raw;
 use host_train::{
     data::AugmentConfig,
     export::{export_checkpoint, ExportOptions},
+    kernels::Kernels,
     net::BackboneConfig,
     train::{
         checkpoint,
@@ -52,6 +53,7 @@ fn regenerate_fixture() {
         augment: AugmentConfig::DEFAULT,
         limit: None,
         device: "cpu".into(),
+        kernels: Kernels::Fast,
     };
     let backbone: BackboneConfig = config.backbone.parse().unwrap();
     let contract = contract_for(&config, &backbone);
