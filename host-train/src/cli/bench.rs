@@ -71,7 +71,8 @@ fn bench(a: &Args, kernels: Kernels) -> Result<()> {
         heads.len(),
         VarBuilder::from_varmap(&varmap, DType::F32, &dev).pp("loss"),
     )?;
-    let mut opt = Optimizer::new(a.optimizer, trainable(&varmap), 1e-4, 0.9)?;
+    let mut opt =
+        Optimizer::new(a.optimizer, trainable(&varmap), 1e-4, 0.9)?.fused(kernels == Kernels::Fast);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let n = a.batch;
     let x: Vec<f32> = (0..n * 3 * a.size * a.size)

@@ -7,6 +7,7 @@
 //! whole feature map; both are several times slower than the forward pass (profile in
 //! docs/measurements.md). Here all three are im2col/col2im + one packed GEMM (the `gemm`
 //! crate Candle itself uses), with rayon across the images of a batch.
+pub mod adamw;
 pub mod batchnorm;
 pub mod conv;
 mod matmul;

@@ -50,6 +50,8 @@ pub struct Optimizer {
     beta1: f64,
     beta2: f64,
     eps: f64,
+    /// AdamW on CPU through [`crate::kernels::adamw`] (same math, in place).
+    fused: bool,
 }
 
 impl Optimizer {
@@ -82,7 +84,14 @@ impl Optimizer {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
+            fused: false,
         })
+    }
+
+    /// Runs AdamW's update through the fused in-place kernel on CPU (`--kernels fast`).
+    pub fn fused(mut self, on: bool) -> Self {
+        self.fused = on;
+        self
     }
 
     /// One update with learning rate `lr`. Variables without a gradient are left alone.
@@ -99,6 +108,22 @@ impl Optimizer {
             let g = &g.detach();
             let wd = if decays(var) { self.weight_decay } else { 0.0 };
             match self.kind {
+                OptimizerKind::Adamw if self.fused && var.device().is_cpu() => {
+                    crate::kernels::adamw::adamw_step(
+                        var.as_tensor(),
+                        g,
+                        &self.m[i],
+                        &self.v[i],
+                        crate::kernels::adamw::AdamwStep {
+                            lr,
+                            beta1: self.beta1,
+                            beta2: self.beta2,
+                            eps: self.eps,
+                            weight_decay: wd,
+                            t,
+                        },
+                    )?;
+                }
                 OptimizerKind::Adamw => {
                     let m = ((&self.m[i] * self.beta1)? + (g * (1.0 - self.beta1))?)?;
                     let v = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
@@ -189,6 +214,43 @@ mod tests {
         let want = [1.0 * 0.999 - 0.01, -2.0 * 0.999 + 0.01];
         for (g, e) in got.iter().zip(want) {
             assert!((g - e).abs() < 1e-6, "{g} vs {e}");
+        }
+    }
+
+    #[test]
+    fn fused_adamw_matches_the_tensor_op_version() {
+        let dev = Device::Cpu;
+        let init = Tensor::randn(0f32, 1.0, (7, 33), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, 19, &dev).unwrap();
+        let run = |fused: bool| -> Vec<f32> {
+            let w = Var::from_tensor(&init.copy().unwrap()).unwrap();
+            let b = Var::from_tensor(&bias.copy().unwrap()).unwrap();
+            let mut opt = Optimizer::new(
+                OptimizerKind::Adamw,
+                vec![("b".into(), b.clone()), ("w".into(), w.clone())],
+                0.05,
+                0.9,
+            )
+            .unwrap()
+            .fused(fused);
+            for step in 0..4 {
+                let loss = ((w.as_tensor().sqr().unwrap().sum_all().unwrap() * 0.5).unwrap()
+                    + b.as_tensor().sin().unwrap().sum_all().unwrap())
+                .unwrap();
+                opt.step(&loss.backward().unwrap(), 0.01 * (step + 1) as f64)
+                    .unwrap();
+            }
+            let mut out: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
+            out.extend(b.to_vec1::<f32>().unwrap());
+            for (_, t) in opt.state() {
+                out.extend(t.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            }
+            out
+        };
+        let (a, b) = (run(false), run(true));
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= 1e-6 * (1.0 + x.abs()), "{x} vs {y}");
         }
     }
 

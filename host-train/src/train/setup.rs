@@ -140,7 +140,8 @@ pub fn build_trainer<'a>(
         trainable(&varmap),
         config.weight_decay,
         config.momentum,
-    )?;
+    )?
+    .fused(config.kernels == Kernels::Fast);
     let mut state = TrainState::default();
     if let Some(path) = resume {
         let ck = checkpoint::load(path, &device)?;

@@ -1,0 +1,144 @@
+//! AdamW's update in place, in three passes over flat f32 buffers: Candle's tensor-op
+//! version allocates about ten parameter-sized temporaries per variable per step.
+use candle_core::{
+    backend::BackendStorage, bail, CpuStorage, InplaceOp2, InplaceOp3, Layout, Result, Tensor,
+};
+use rayon::prelude::*;
+
+/// Hyper-parameters of one step.
+#[derive(Debug, Clone, Copy)]
+pub struct AdamwStep {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Steps taken including this one (for bias correction).
+    pub t: i32,
+}
+
+/// `m ← β₁m + (1-β₁)g`, `v ← β₂v + (1-β₂)g²`, `p ← p(1 - lr·wd) - lr·m̂/(√v̂ + ε)`, all in
+/// place. `p`, `m`, `v` and `g` are same-shaped contiguous f32 CPU tensors.
+pub fn adamw_step(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, h: AdamwStep) -> Result<()> {
+    let g = g.contiguous()?;
+    m.inplace_op2(
+        &g,
+        &Moment {
+            beta: h.beta1,
+            square: false,
+        },
+    )?;
+    v.inplace_op2(
+        &g,
+        &Moment {
+            beta: h.beta2,
+            square: true,
+        },
+    )?;
+    p.inplace_op3(m, v, &Apply(h))
+}
+
+const CHUNK: usize = 1 << 14;
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        bail!("fused AdamW: {what} must be f32, got {:?}", s.dtype());
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => bail!("fused AdamW: {what} must be contiguous"),
+    }
+}
+
+fn slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> Result<&'a mut [f32]> {
+    let dtype = s.dtype();
+    let CpuStorage::F32(v) = s else {
+        bail!("fused AdamW: {what} must be f32, got {dtype:?}");
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&mut v[a..b]),
+        None => bail!("fused AdamW: {what} must be contiguous"),
+    }
+}
+
+struct Moment {
+    beta: f64,
+    square: bool,
+}
+
+impl InplaceOp2 for Moment {
+    fn name(&self) -> &'static str {
+        "fused-adamw-moment"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
+        let g = slice(s2, l2, "gradient")?;
+        let m = slice_mut(s1, l1, "moment")?;
+        if m.len() != g.len() {
+            bail!(
+                "fused AdamW: moment has {} values, gradient {}",
+                m.len(),
+                g.len()
+            );
+        }
+        let (b, a) = (self.beta as f32, (1.0 - self.beta) as f32);
+        m.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .for_each(|(m, g)| {
+                if self.square {
+                    m.iter_mut()
+                        .zip(g)
+                        .for_each(|(m, &g)| *m = b * *m + a * g * g);
+                } else {
+                    m.iter_mut().zip(g).for_each(|(m, &g)| *m = b * *m + a * g);
+                }
+            });
+        Ok(())
+    }
+}
+
+struct Apply(AdamwStep);
+
+impl InplaceOp3 for Apply {
+    fn name(&self) -> &'static str {
+        "fused-adamw-apply"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<()> {
+        let h = self.0;
+        let (m, v) = (
+            slice(s2, l2, "first moment")?,
+            slice(s3, l3, "second moment")?,
+        );
+        let p = slice_mut(s1, l1, "parameter")?;
+        if p.len() != m.len() || p.len() != v.len() {
+            bail!("fused AdamW: parameter and moments differ in size");
+        }
+        let decay = (1.0 - h.lr * h.weight_decay) as f32;
+        let c1 = (1.0 / (1.0 - h.beta1.powi(h.t))) as f32;
+        let c2 = (1.0 / (1.0 - h.beta2.powi(h.t))) as f32;
+        let (lr, eps) = (h.lr as f32, h.eps as f32);
+        p.par_chunks_mut(CHUNK)
+            .zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)))
+            .for_each(|(p, (m, v))| {
+                for ((p, &m), &v) in p.iter_mut().zip(m).zip(v) {
+                    *p = *p * decay - lr * (m * c1) / ((v * c2).sqrt() + eps);
+                }
+            });
+        Ok(())
+    }
+}
