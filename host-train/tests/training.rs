@@ -7,6 +7,7 @@ use std::sync::{atomic::AtomicBool, Arc};
 use candle_core::{Device, Tensor};
 use common::{tiny_config, utkface_dir};
 use host_train::{
+    kernels::Kernels,
     net::BackboneConfig,
     train::{
         checkpoint,
@@ -203,4 +204,46 @@ fn a_corrupt_checkpoint_is_refused_naming_the_file() {
         .unwrap()
         .to_string();
     assert!(e.contains("no HydraNet checkpoint metadata"), "{e}");
+}
+
+#[test]
+fn both_kernel_paths_follow_the_same_trajectory() {
+    // Same seed, same data: Candle's ops and the fast kernels compute the same math, so the
+    // per-epoch losses and the trained weights agree up to float rounding.
+    let data = tempfile::tempdir().unwrap();
+    host_train::synth::generate(data.path(), 96, 40, 4).unwrap();
+    let runs: Vec<(Vec<f64>, Vec<(String, Vec<f32>)>)> = [Kernels::Candle, Kernels::Fast]
+        .into_iter()
+        .map(|k| {
+            let out = tempfile::tempdir().unwrap();
+            let config = TrainConfig {
+                kernels: k,
+                val_fraction: std::env::var("VALF")
+                    .map(|v| v.parse().unwrap())
+                    .unwrap_or(0.25),
+                ..tiny_config(data.path(), out.path())
+            };
+            let (outcome, losses) = trainer_run(&config, None, false);
+            assert_eq!(outcome, Outcome::Finished);
+            (losses, weights(&out.path().join("last.safetensors")))
+        })
+        .collect();
+    let ((la, wa), (lb, wb)) = (&runs[0], &runs[1]);
+    eprintln!("per-epoch train loss: candle {la:?}, fast {lb:?}");
+    for (a, b) in la.iter().zip(lb) {
+        assert!((a - b).abs() <= 1e-4 * a.abs(), "{la:?} vs {lb:?}");
+    }
+    let mut worst = 0.0f32;
+    for ((na, va), (nb, vb)) in wa.iter().zip(wb) {
+        assert_eq!(na, nb);
+        let scale = va.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-3);
+        let d = va
+            .iter()
+            .zip(vb)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+            / scale;
+        worst = worst.max(d);
+    }
+    eprintln!("largest weight difference relative to the tensor's range: {worst:e}");
+    assert!(worst < 1e-2, "weights drifted apart by {worst}");
 }

@@ -92,9 +92,11 @@ impl InplaceOp2 for Moment {
             .zip(g.par_chunks(CHUNK))
             .for_each(|(m, g)| {
                 if self.square {
+                    // `a * (g * g)`, not `a * g * g`: the rounding of Candle's `sqr` then
+                    // scale, so this path reproduces the tensor-op path bit for bit.
                     m.iter_mut()
                         .zip(g)
-                        .for_each(|(m, &g)| *m = b * *m + a * g * g);
+                        .for_each(|(m, &g)| *m = b * *m + a * (g * g));
                 } else {
                     m.iter_mut().zip(g).for_each(|(m, &g)| *m = b * *m + a * g);
                 }
@@ -136,7 +138,8 @@ impl InplaceOp3 for Apply {
             .zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)))
             .for_each(|(p, (m, v))| {
                 for ((p, &m), &v) in p.iter_mut().zip(m).zip(v) {
-                    *p = *p * decay - lr * (m * c1) / ((v * c2).sqrt() + eps);
+                    let update = (m * c1) / ((v * c2).sqrt() + eps);
+                    *p = *p * decay - update * lr;
                 }
             });
         Ok(())
