@@ -34,7 +34,9 @@ fn trainer_run(
     (outcome, losses)
 }
 
-fn weights(path: &std::path::Path) -> Vec<(String, Vec<f32>)> {
+type Weights = Vec<(String, Vec<f32>)>;
+
+fn weights(path: &std::path::Path) -> Weights {
     let ck = checkpoint::load(path, &Device::Cpu).unwrap();
     let mut v: Vec<(String, Vec<f32>)> = ck
         .tensors
@@ -212,7 +214,7 @@ fn both_kernel_paths_follow_the_same_trajectory() {
     // per-epoch losses and the trained weights agree up to float rounding.
     let data = tempfile::tempdir().unwrap();
     host_train::synth::generate(data.path(), 96, 40, 4).unwrap();
-    let runs: Vec<(Vec<f64>, Vec<(String, Vec<f32>)>)> = [Kernels::Candle, Kernels::Fast]
+    let runs: Vec<(Vec<f64>, Weights)> = [Kernels::Candle, Kernels::Fast]
         .into_iter()
         .map(|k| {
             let out = tempfile::tempdir().unwrap();
