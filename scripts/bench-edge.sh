@@ -16,7 +16,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/parity/requirements.txt
 
-cargo build --release -p edge-runtime --locked
+cargo build --release --locked -p host-train -p edge-runtime
 TARGET=${CARGO_TARGET_DIR:-target}
 BIN="$TARGET/release/edge-runtime"
 

@@ -11,7 +11,7 @@ if [ ! -x "$PYTHON" ]; then
   python3 -m venv "$(dirname "$(dirname "$PYTHON")")"
   "$(dirname "$PYTHON")/pip" install --quiet torch torchvision
 fi
-cargo build --release -p host-train
+cargo build --release --locked -p host-train -p edge-runtime
 BIN=${CARGO_TARGET_DIR:-target}/release/host-train
 ANCHOR=../shared/anchors/pytorch_hydranet.py
 for cfg in "64 32" "32 64"; do
