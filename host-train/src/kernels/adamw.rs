@@ -1,9 +1,11 @@
 //! AdamW's update in place, in three passes over flat f32 buffers: Candle's tensor-op
 //! version allocates about ten parameter-sized temporaries per variable per step.
-use candle_core::{
-    backend::BackendStorage, bail, CpuStorage, InplaceOp2, InplaceOp3, Layout, Result, Tensor,
-};
+use candle_core::{bail, CpuStorage, InplaceOp2, InplaceOp3, Layout, Result, Tensor};
 use rayon::prelude::*;
+
+use super::{f32_data, f32_data_mut};
+
+const OP: &str = "fused AdamW";
 
 /// Hyper-parameters of one step.
 #[derive(Debug, Clone, Copy)]
@@ -40,27 +42,6 @@ pub fn adamw_step(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, h: AdamwStep) 
 
 const CHUNK: usize = 1 << 14;
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        bail!("fused AdamW: {what} must be f32, got {:?}", s.dtype());
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => bail!("fused AdamW: {what} must be contiguous"),
-    }
-}
-
-fn slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> Result<&'a mut [f32]> {
-    let dtype = s.dtype();
-    let CpuStorage::F32(v) = s else {
-        bail!("fused AdamW: {what} must be f32, got {dtype:?}");
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&mut v[a..b]),
-        None => bail!("fused AdamW: {what} must be contiguous"),
-    }
-}
-
 struct Moment {
     beta: f64,
     square: bool,
@@ -78,8 +59,8 @@ impl InplaceOp2 for Moment {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<()> {
-        let g = slice(s2, l2, "gradient")?;
-        let m = slice_mut(s1, l1, "moment")?;
+        let g = f32_data(s2, l2, OP, "gradient")?;
+        let m = f32_data_mut(s1, l1, OP, "moment")?;
         if m.len() != g.len() {
             bail!(
                 "fused AdamW: moment has {} values, gradient {}",
@@ -123,10 +104,10 @@ impl InplaceOp3 for Apply {
     ) -> Result<()> {
         let h = self.0;
         let (m, v) = (
-            slice(s2, l2, "first moment")?,
-            slice(s3, l3, "second moment")?,
+            f32_data(s2, l2, OP, "first moment")?,
+            f32_data(s3, l3, OP, "second moment")?,
         );
-        let p = slice_mut(s1, l1, "parameter")?;
+        let p = f32_data_mut(s1, l1, OP, "parameter")?;
         if p.len() != m.len() || p.len() != v.len() {
             bail!("fused AdamW: parameter and moments differ in size");
         }

@@ -1,10 +1,12 @@
 //! Training-mode BatchNorm over NCHW in two fused passes (statistics, then normalise), with
 //! a fused backward: Candle's composition transposes to channel-major, copies, and runs
 //! about ten elementwise and reduction ops each way, each allocating a full tensor.
-use candle_core::{
-    backend::BackendStorage, bail, CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor,
-};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+use super::f32_data;
+
+const OP: &str = "fast batch-norm";
 
 /// `(y, mean, var)`: `y = gamma * (x - mean) / sqrt(var + eps) + beta` with per-channel
 /// batch statistics (`var` biased, as the normalisation uses it); gradients flow to `x`,
@@ -22,16 +24,6 @@ pub fn batch_norm_train(
     let stats = x.apply_op1_no_bwd(&Stats)?;
     let y = x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, Forward { eps })?;
     Ok((y, stats.get(0)?, stats.get(1)?))
-}
-
-fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        bail!("fast batch-norm: {what} must be f32, got {:?}", s.dtype());
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => bail!("fast batch-norm: {what} must be contiguous"),
-    }
 }
 
 /// `(N, C, H*W)` of a rank-4 (or rank-2, `H*W = 1`) input.
@@ -73,7 +65,7 @@ impl CustomOp1 for Stats {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, p) = ncp(l)?;
-        let st = channel_stats(f32s(s, l, "input")?, n, c, p);
+        let st = channel_stats(f32_data(s, l, OP, "input")?, n, c, p);
         let mut out: Vec<f32> = st.iter().map(|s| s.0).collect();
         out.extend(st.iter().map(|s| s.1));
         Ok((CpuStorage::F32(out), Shape::from((2, c))))
@@ -99,8 +91,11 @@ impl CustomOp3 for Forward {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (n, c, p) = ncp(l1)?;
-        let x = f32s(s1, l1, "input")?;
-        let (gamma, beta) = (f32s(s2, l2, "weight")?, f32s(s3, l3, "bias")?);
+        let x = f32_data(s1, l1, OP, "input")?;
+        let (gamma, beta) = (
+            f32_data(s2, l2, OP, "weight")?,
+            f32_data(s3, l3, OP, "bias")?,
+        );
         if gamma.len() != c || beta.len() != c {
             bail!(
                 "fast batch-norm: {c} channels but weight/bias have {}/{}",
@@ -168,8 +163,11 @@ impl CustomOp3 for Backward {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (n, c, p) = ncp(l1)?;
-        let (x, dy) = (f32s(s1, l1, "input")?, f32s(s2, l2, "output gradient")?);
-        let gamma = f32s(s3, l3, "weight")?;
+        let (x, dy) = (
+            f32_data(s1, l1, OP, "input")?,
+            f32_data(s2, l2, OP, "output gradient")?,
+        );
+        let gamma = f32_data(s3, l3, OP, "weight")?;
         if dy.len() != x.len() || gamma.len() != c {
             bail!("fast batch-norm backward: mismatched shapes");
         }
@@ -222,19 +220,6 @@ mod tests {
 
     use super::*;
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
-
     #[test]
     fn matches_candle_batch_norm_values_statistics_and_gradients() {
         let dev = Device::Cpu;
@@ -258,7 +243,10 @@ mod tests {
             .unwrap();
             let want = reference.forward_t(&x, true).unwrap();
             let (got, mean, var) = batch_norm_train(&x, &g, &b, 1e-5).unwrap();
-            assert!(max_diff(&got, &want) < 1e-4, "forward {shape:?}");
+            assert!(
+                super::super::max_abs_diff(&got, &want) < 1e-4,
+                "forward {shape:?}"
+            );
             let xm = x.transpose(0, 1).unwrap().flatten_from(1).unwrap();
             let want_mean = xm.mean(1).unwrap();
             let want_var = xm
@@ -268,13 +256,13 @@ mod tests {
                 .unwrap()
                 .mean(1)
                 .unwrap();
-            assert!(max_diff(&mean, &want_mean) < 1e-5);
-            assert!(max_diff(&var, &want_var) < 1e-4);
+            assert!(super::super::max_abs_diff(&mean, &want_mean) < 1e-5);
+            assert!(super::super::max_abs_diff(&var, &want_var) < 1e-4);
             let r = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
             let gf = (&got * &r).unwrap().sum_all().unwrap().backward().unwrap();
             let gr = (&want * &r).unwrap().sum_all().unwrap().backward().unwrap();
             for (v, what) in [(&x, "input"), (&g, "weight"), (&b, "bias")] {
-                let d = max_diff(gf.get(v).unwrap(), gr.get(v).unwrap());
+                let d = super::super::max_abs_diff(gf.get(v).unwrap(), gr.get(v).unwrap());
                 assert!(d < 1e-3, "{what} gradient differs by {d} for {shape:?}");
             }
         }

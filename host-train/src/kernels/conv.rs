@@ -6,12 +6,15 @@
 //! GEMMs see `N*P` pixels at once. Per-image products would be tiny in the late layers
 //! (2x2 maps at 64x64 input: 4 pixels against 4608-wide weights) and the weight
 //! gradient would stream the whole weight once per image.
-use candle_core::{
-    backend::BackendStorage, bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor,
-};
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::matmul::{matmul, Mat};
+use super::{
+    f32_data,
+    matmul::{matmul, Mat},
+};
+
+const OP: &str = "fast conv2d";
 
 /// `y = conv2d(x, w)` with the fast kernels; gradients flow to both `x` and `w`.
 ///
@@ -195,17 +198,6 @@ impl Geom {
     }
 }
 
-/// Contiguous f32 data of a custom op's argument.
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        bail!("fast conv2d: {what} must be f32, got {:?}", s.dtype());
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => bail!("fast conv2d: {what} must be contiguous"),
-    }
-}
-
 fn dims4(l: &Layout, what: &str) -> Result<[usize; 4]> {
     match l.dims() {
         &[a, b, c, d] => Ok([a, b, c, d]),
@@ -241,7 +233,10 @@ impl CustomOp2 for Conv2d {
             self.stride,
             self.padding,
         )?;
-        let (x, w) = (f32_slice(s1, l1, "input")?, f32_slice(s2, l2, "kernel")?);
+        let (x, w) = (
+            f32_data(s1, l1, OP, "input")?,
+            f32_data(s2, l2, OP, "kernel")?,
+        );
         let (ck, np) = (g.ck(), g.n * g.p());
         let rows = g.im2row_batch(x);
         // [K, N*P] = W[K, CK] · Rᵀ
@@ -324,8 +319,8 @@ impl CustomOp2 for InputGrad {
             );
         }
         let (dy, w) = (
-            f32_slice(s1, l1, "output gradient")?,
-            f32_slice(s2, l2, "kernel")?,
+            f32_data(s1, l1, OP, "output gradient")?,
+            f32_data(s2, l2, OP, "kernel")?,
         );
         let (ck, np) = (g.ck(), n * g.p());
         let t = g.channel_major(dy);
@@ -376,8 +371,8 @@ impl CustomOp2 for WeightGrad {
             );
         }
         let (x, dy) = (
-            f32_slice(s1, l1, "input")?,
-            f32_slice(s2, l2, "output gradient")?,
+            f32_data(s1, l1, OP, "input")?,
+            f32_data(s2, l2, OP, "output gradient")?,
         );
         let (ck, np) = (g.ck(), n * g.p());
         let rows = g.im2row_batch(x);
@@ -419,20 +414,11 @@ mod tests {
         let reference = x.conv2d(&w, pad, stride, 1, 1).unwrap();
         assert_eq!(fast.dims(), reference.dims());
         let r = Tensor::randn(0f32, 1.0, fast.dims(), &dev).unwrap();
-        let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
         let tol = 1e-4 * (c * ks * ks) as f32;
-        assert!(max_diff(&fast, &reference) < tol, "forward");
+        assert!(
+            super::super::max_abs_diff(&fast, &reference) < tol,
+            "forward"
+        );
         let gf = (&fast * &r).unwrap().sum_all().unwrap().backward().unwrap();
         let gr = (&reference * &r)
             .unwrap()
@@ -441,7 +427,7 @@ mod tests {
             .backward()
             .unwrap();
         for (v, what) in [(&x, "input"), (&w, "weight")] {
-            let d = max_diff(gf.get(v).unwrap(), gr.get(v).unwrap());
+            let d = super::super::max_abs_diff(gf.get(v).unwrap(), gr.get(v).unwrap());
             assert!(
                 d < tol * (n * k) as f32,
                 "{what} gradient differs by {d} (n={n} c={c} hw={hw:?} k={k} ks={ks} s={stride} p={pad})"

@@ -12,7 +12,47 @@ pub mod batchnorm;
 pub mod conv;
 mod matmul;
 
+use candle_core::{backend::BackendStorage, bail, CpuStorage, Layout, Result};
 use serde::{Deserialize, Serialize};
+
+/// The contiguous f32 data a custom op reads; `op` and `what` name it in errors.
+fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, op: &str, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        bail!("{op}: {what} must be f32, got {:?}", s.dtype());
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => bail!("{op}: {what} must be contiguous"),
+    }
+}
+
+/// As [`f32_data`], for the buffer an in-place op writes.
+fn f32_data_mut<'a>(
+    s: &'a mut CpuStorage,
+    l: &Layout,
+    op: &str,
+    what: &str,
+) -> Result<&'a mut [f32]> {
+    let dtype = s.dtype();
+    let CpuStorage::F32(v) = s else {
+        bail!("{op}: {what} must be f32, got {dtype:?}");
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&mut v[a..b]),
+        None => bail!("{op}: {what} must be contiguous"),
+    }
+}
+
+/// Largest absolute element-wise difference of two same-shaped tensors (kernel tests).
+#[cfg(test)]
+fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.flatten_all())
+        .and_then(|d| d.max(0))
+        .and_then(|d| d.to_scalar())
+        .expect("same-shaped f32 tensors")
+}
 
 /// Which implementation runs the convolutions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
