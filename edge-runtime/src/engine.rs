@@ -66,8 +66,11 @@ impl Engine {
         Self::from_proto(decode_proto(bytes, path)?, path, batch)
     }
 
-    fn from_proto(proto: pb::ModelProto, path: &Path, batch: usize) -> Result<Self> {
+    fn from_proto(mut proto: pb::ModelProto, path: &Path, batch: usize) -> Result<Self> {
         let batch = batch.max(1);
+        if let Some(g) = proto.graph.as_mut() {
+            crate::dequant::fold_constant_dequantization(g);
+        }
         let graph = proto
             .graph
             .as_ref()

@@ -2,6 +2,7 @@
 //!
 //! The file carries its contract in `metadata_props`; the runtime needs nothing else.
 //! [`engine`] loads and runs it; [`stats`] holds the latency statistics `bench` prints.
+mod dequant;
 pub mod engine;
 pub mod error;
 pub mod stats;

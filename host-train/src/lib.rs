@@ -9,6 +9,7 @@ pub mod error;
 pub mod export;
 pub mod kernels;
 pub mod net;
+pub mod quant;
 pub mod synth;
 pub mod train;
 

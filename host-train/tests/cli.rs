@@ -225,3 +225,81 @@ fn the_design_cards_export_form_trains_then_exports() {
         "{err}"
     );
 }
+
+#[test]
+fn int8_export_calibrates_warns_when_short_and_evaluates_the_file() {
+    let data = tempfile::tempdir().unwrap();
+    host_train::synth::generate(data.path(), 40, 40, 9).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (ok, _, err) = train(data.path(), out.path(), &[]);
+    assert!(ok, "{err}");
+    let ck = out.path().join("best.safetensors");
+    let int8 = out.path().join("model-int8.onnx");
+    // 40 images, a quarter held out for validation: fewer than the 64 asked for.
+    let (ok, stdout, err) = host_train(&[
+        "export",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--out",
+        int8.to_str().unwrap(),
+        "--quantize",
+        "int8",
+        "--calibration",
+        data.path().to_str().unwrap(),
+        "--calibration-count",
+        "64",
+        "--calibration-method",
+        "entropy",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        stdout.contains("int8 qdq") && stdout.contains("entropy"),
+        "{stdout}"
+    );
+    assert!(
+        err.contains("asked for 64 images") && err.contains("used"),
+        "{err}"
+    );
+    let (ok, stdout, err) = host_train(&[
+        "eval",
+        "--model",
+        int8.to_str().unwrap(),
+        "--data",
+        data.path().to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["n"], 40);
+
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("readme.txt"), b"no images").unwrap();
+    let never = out.path().join("never.onnx");
+    let (ok, _, err) = host_train(&[
+        "export",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--out",
+        never.to_str().unwrap(),
+        "--quantize",
+        "int8",
+        "--calibration",
+        empty.path().to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains(empty.path().to_str().unwrap()) && err.contains("no usable images"),
+        "{err}"
+    );
+    assert!(!never.exists());
+    // Activations need calibration images.
+    let (ok, _, err) = host_train(&[
+        "export",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--out",
+        never.to_str().unwrap(),
+        "--quantize",
+        "int8",
+    ]);
+    assert!(!ok && err.contains("--calibration"), "{err}");
+}

@@ -19,6 +19,7 @@ const K_ARCH: &str = "hydranet.architecture";
 const K_HEADS: &str = "hydranet.heads";
 const K_PRE: &str = "hydranet.preprocess";
 const K_TRAINING: &str = "hydranet.training";
+const K_QUANT: &str = "hydranet.quantization";
 
 /// Everything a runtime must know to use a HydraNet: its heads, its input, and where it
 /// came from.
@@ -37,6 +38,36 @@ pub struct Contract {
     /// Free-form facts about the training run (data set, sample counts, epochs, metrics).
     #[serde(default)]
     pub training: BTreeMap<String, String>,
+    /// How the weights and activations are quantized; `None` for a float model.
+    #[serde(default)]
+    pub quantization: Option<Quantization>,
+}
+
+/// How a quantized model was made (travels as `hydranet.quantization`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quantization {
+    /// Number format, `int8`.
+    pub scheme: String,
+    /// The ONNX form (e.g. `qdq`: QuantizeLinear/DequantizeLinear pairs around float ops;
+    /// `weights`: int8 weights dequantized at load, float activations).
+    pub form: String,
+    /// How the weights are quantized (e.g. `int8 symmetric per output channel`).
+    pub weights: String,
+    /// How the activations are quantized, if they are (e.g. `uint8 asymmetric per tensor`).
+    pub activations: Option<String>,
+    /// How the activation ranges were calibrated, if they were.
+    pub calibration: Option<Calibration>,
+}
+
+/// The calibration run behind a quantized model's activation ranges.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// `minmax`, `percentile` or `entropy`.
+    pub method: String,
+    /// Images actually used.
+    pub images: usize,
+    /// Where they came from (a folder name, not a path on the exporting machine).
+    pub source: String,
 }
 
 impl Contract {
@@ -49,6 +80,7 @@ impl Contract {
             heads: utkface_heads(),
             preprocess: PreprocessSpec::new(size),
             training: BTreeMap::new(),
+            quantization: None,
         }
     }
 
@@ -94,6 +126,9 @@ impl Contract {
         m.insert(K_HEADS.into(), json(&self.heads));
         m.insert(K_PRE.into(), json(&self.preprocess));
         m.insert(K_TRAINING.into(), json(&self.training));
+        if let Some(q) = &self.quantization {
+            m.insert(K_QUANT.into(), json(q));
+        }
         m
     }
 
@@ -130,6 +165,7 @@ impl Contract {
                 Some(v) => parse(K_TRAINING, v)?,
                 None => BTreeMap::new(),
             },
+            quantization: m.get(K_QUANT).map(|v| parse(K_QUANT, v)).transpose()?,
         };
         c.validate()?;
         Ok(c)
@@ -158,6 +194,33 @@ mod tests {
         let mut p = pairs(&m);
         p.push(("producer", "someone else"));
         assert_eq!(Contract::from_metadata(p).unwrap(), c);
+        assert!(
+            !m.contains_key(K_QUANT),
+            "a float model says nothing of quantization"
+        );
+    }
+
+    #[test]
+    fn carries_the_quantization_and_refuses_a_malformed_one() {
+        let mut c = Contract::utkface(64, "resnet18");
+        c.quantization = Some(Quantization {
+            scheme: "int8".into(),
+            form: "qdq".into(),
+            weights: "int8 symmetric per output channel".into(),
+            activations: Some("uint8 asymmetric per tensor".into()),
+            calibration: Some(Calibration {
+                method: "percentile".into(),
+                images: 256,
+                source: "UTKFace".into(),
+            }),
+        });
+        let mut m = c.to_metadata();
+        assert_eq!(Contract::from_metadata(pairs(&m)).unwrap(), c);
+        m.insert(K_QUANT.into(), "{\"scheme\":".into());
+        assert!(matches!(
+            Contract::from_metadata(pairs(&m)),
+            Err(Error::BadMetadata { .. })
+        ));
     }
 
     #[test]

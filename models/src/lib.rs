@@ -15,7 +15,7 @@ pub mod heads;
 pub mod metrics;
 pub mod preprocess;
 
-pub use contract::{Contract, CONTRACT_VERSION};
+pub use contract::{Calibration, Contract, Quantization, CONTRACT_VERSION};
 pub use decode::{HeadOutput, Prediction};
 pub use error::{Error, Result};
 pub use heads::{HeadKind, HeadSpec};

@@ -5,10 +5,21 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::{Context, Result};
 use edge_runtime::Engine;
 use models::{
-    dataset::{load_image, scan_source},
+    dataset::{load_image, scan_source, split},
     metrics::Evaluator,
 };
 use serde_json::json;
+
+/// Which part of the data to score.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Split {
+    /// Every image (a held-out folder).
+    All,
+    /// The validation split of the model's training run (same hash, same fraction).
+    Val,
+    /// The training split.
+    Train,
+}
 
 /// Arguments of `eval`.
 #[derive(clap::Args, Debug)]
@@ -19,6 +30,13 @@ pub struct Args {
     /// UTKFace-named folder, or a CSV manifest `path,age,gender,ethnicity`.
     #[arg(long)]
     data: PathBuf,
+    /// Which images to score.
+    #[arg(long, value_enum, default_value_t = Split::All)]
+    split: Split,
+    /// Validation fraction for `--split` (default: the one the model's training run
+    /// recorded in its contract, else 0.1).
+    #[arg(long)]
+    val_fraction: Option<f64>,
     /// Images per tract run.
     #[arg(long, default_value_t = 16)]
     batch: usize,
@@ -44,9 +62,24 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if let Some(r) = scan.rejection_report() {
         tracing::warn!("{}: {r}", a.data.display());
     }
+    let val_fraction = a
+        .val_fraction
+        .or_else(|| {
+            engine
+                .contract()
+                .training
+                .get("val_fraction")
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0.1);
+    let samples = match a.split {
+        Split::All => scan.samples,
+        Split::Val => split(&scan.samples, val_fraction).1,
+        Split::Train => split(&scan.samples, val_fraction).0,
+    };
     let mut ev = Evaluator::new(&heads);
     let mut skipped = scan.rejected.len();
-    for chunk in scan.samples.chunks(a.batch.max(1) * 8) {
+    for chunk in samples.chunks(a.batch.max(1) * 8) {
         let mut images = Vec::with_capacity(chunk.len());
         let mut targets = Vec::with_capacity(chunk.len());
         for s in chunk {

@@ -74,10 +74,32 @@ impl GraphBuilder {
 
     /// Adds an f32 initialiser; returns its name.
     pub fn init_f32(&mut self, name: &str, dims: &[usize], data: &[f32]) -> String {
-        let raw_data = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.init_raw(name, dims, DataType::Float, raw)
+    }
+
+    /// Adds an int8 initialiser; returns its name.
+    pub fn init_i8(&mut self, name: &str, dims: &[usize], data: &[i8]) -> String {
+        let raw = data.iter().map(|v| *v as u8).collect();
+        self.init_raw(name, dims, DataType::Int8, raw)
+    }
+
+    /// Adds a uint8 initialiser; returns its name.
+    pub fn init_u8(&mut self, name: &str, dims: &[usize], data: &[u8]) -> String {
+        self.init_raw(name, dims, DataType::Uint8, data.to_vec())
+    }
+
+    /// Adds an int32 initialiser; returns its name.
+    pub fn init_i32(&mut self, name: &str, dims: &[usize], data: &[i32]) -> String {
+        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.init_raw(name, dims, DataType::Int32, raw)
+    }
+
+    /// Adds an initialiser from little-endian bytes; `dims` empty for a scalar.
+    fn init_raw(&mut self, name: &str, dims: &[usize], ty: DataType, raw_data: Vec<u8>) -> String {
         self.initializers.push(TensorProto {
             dims: dims.iter().map(|d| *d as i64).collect(),
-            data_type: DataType::Float as i32,
+            data_type: ty as i32,
             name: name.into(),
             raw_data,
             ..Default::default()

@@ -2,4 +2,8 @@
 pub mod graph;
 pub mod onnx;
 
-pub use onnx::{export_checkpoint, hydranet_to_onnx, ExportOptions, IR_VERSION, OPSET};
+pub mod import;
+
+pub use onnx::{
+    export_checkpoint, hydranet_to_onnx, ExportOptions, QuantExport, QuantForm, IR_VERSION, OPSET,
+};

@@ -1,16 +1,21 @@
-//! Training-mode BatchNorm over NCHW in two fused passes (statistics, then normalise), with
-//! a fused backward: Candle's composition transposes to channel-major, copies, and runs
-//! about ten elementwise and reduction ops each way, each allocating a full tensor.
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
+//! Training-mode BatchNorm over NCHW, optionally fused with the ReLU after it: one pass
+//! for the statistics, one to normalise, and a fused backward that reuses the forward's
+//! statistics. Candle's composition transposes to channel-major, copies, and runs about
+//! ten elementwise and reduction ops each way (plus four for the ReLU), each allocating
+//! a full tensor.
+use std::sync::{Arc, Mutex};
+
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::f32_data;
+use super::{f32_data, filled};
 
 const OP: &str = "fast batch-norm";
 
 /// `(y, mean, var)`: `y = gamma * (x - mean) / sqrt(var + eps) + beta` with per-channel
-/// batch statistics (`var` biased, as the normalisation uses it); gradients flow to `x`,
-/// `gamma` and `beta`; `mean` and `var` are detached (for the running statistics).
+/// batch statistics (`var` biased, as the normalisation uses it), then `max(y, 0)` when
+/// `relu`; gradients flow to `x`, `gamma` and `beta`; `mean` and `var` are detached (for
+/// the running statistics).
 ///
 /// # Shapes
 /// `x`: `[N, C, H, W]`, `gamma`, `beta`: `[C]`; `mean`, `var`: `[C]`.
@@ -19,12 +24,33 @@ pub fn batch_norm_train(
     gamma: &Tensor,
     beta: &Tensor,
     eps: f64,
+    relu: bool,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let x = x.contiguous()?;
-    let stats = x.apply_op1_no_bwd(&Stats)?;
-    let y = x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, Forward { eps })?;
-    Ok((y, stats.get(0)?, stats.get(1)?))
+    let stats: SharedStats = Arc::default();
+    let y = x.apply_op3(
+        &gamma.contiguous()?,
+        &beta.contiguous()?,
+        Forward {
+            eps,
+            relu,
+            stats: stats.clone(),
+        },
+    )?;
+    let st = stats
+        .lock()
+        .ok()
+        .and_then(|s| s.clone())
+        .ok_or_else(|| candle_core::Error::Msg(format!("{OP}: no statistics were computed")))?;
+    let c = st.len();
+    let mean = Tensor::from_iter(st.iter().map(|s| s.0), x.device())?;
+    let var = Tensor::from_iter(st.iter().map(|s| s.1), x.device())?;
+    debug_assert_eq!(mean.dims(), [c]);
+    Ok((y, mean, var))
 }
+
+/// Per-channel `(mean, biased variance)` of the last forward pass.
+type SharedStats = Arc<Mutex<Option<Vec<(f32, f32)>>>>;
 
 /// `(N, C, H*W)` of a rank-4 (or rank-2, `H*W = 1`) input.
 fn ncp(l: &Layout) -> Result<(usize, usize, usize)> {
@@ -56,24 +82,10 @@ fn channel_stats(x: &[f32], n: usize, c: usize, p: usize) -> Vec<(f32, f32)> {
         .collect()
 }
 
-struct Stats;
-
-impl CustomOp1 for Stats {
-    fn name(&self) -> &'static str {
-        "fast-batch-norm-stats"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (n, c, p) = ncp(l)?;
-        let st = channel_stats(f32_data(s, l, OP, "input")?, n, c, p);
-        let mut out: Vec<f32> = st.iter().map(|s| s.0).collect();
-        out.extend(st.iter().map(|s| s.1));
-        Ok((CpuStorage::F32(out), Shape::from((2, c))))
-    }
-}
-
 struct Forward {
     eps: f64,
+    relu: bool,
+    stats: SharedStats,
 }
 
 impl CustomOp3 for Forward {
@@ -113,14 +125,30 @@ impl CustomOp3 for Forward {
                 (scale, b - mean * scale)
             })
             .collect();
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(p)
-            .zip(x.par_chunks(p))
-            .enumerate()
-            .for_each(|(i, (yo, xi))| {
-                let (s, t) = affine[i % c];
-                yo.iter_mut().zip(xi).for_each(|(o, &v)| *o = v * s + t);
-            });
+        let relu = self.relu;
+        // SAFETY: every plane of `p` values is written.
+        let y = unsafe {
+            filled(x.len(), |y| {
+                y.par_chunks_mut(p)
+                    .zip(x.par_chunks(p))
+                    .enumerate()
+                    .for_each(|(i, (yo, xi))| {
+                        let (s, t) = affine[i % c];
+                        if relu {
+                            for (o, &v) in yo.iter_mut().zip(xi) {
+                                o.write((v * s + t).max(0.0));
+                            }
+                        } else {
+                            for (o, &v) in yo.iter_mut().zip(xi) {
+                                o.write(v * s + t);
+                            }
+                        }
+                    })
+            })
+        };
+        if let Ok(mut slot) = self.stats.lock() {
+            *slot = Some(st);
+        }
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -129,13 +157,26 @@ impl CustomOp3 for Forward {
         x: &Tensor,
         gamma: &Tensor,
         _beta: &Tensor,
-        _y: &Tensor,
+        y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let c = gamma.dim(0)?;
         let len = x.elem_count();
+        let stats = self.stats.lock().ok().and_then(|s| s.clone());
+        let Some(stats) = stats.filter(|s| s.len() == c) else {
+            bail!("{OP}: backward without the forward pass's statistics");
+        };
         // One op returns dx, dgamma and dbeta packed in one flat tensor.
-        let packed = x.apply_op3_no_bwd(&dy.contiguous()?, gamma, &Backward { eps: self.eps })?;
+        let packed = x.apply_op3_no_bwd(
+            &dy.contiguous()?,
+            y,
+            &Backward {
+                eps: self.eps,
+                relu: self.relu,
+                gamma: gamma.to_vec1()?,
+                stats,
+            },
+        )?;
         let dx = packed.narrow(0, 0, len)?.reshape(x.shape())?;
         let dgamma = packed.narrow(0, len, c)?;
         let dbeta = packed.narrow(0, len + c, c)?;
@@ -143,9 +184,12 @@ impl CustomOp3 for Forward {
     }
 }
 
-/// Arguments `(x, dy, gamma)` → `[dx (flat), dgamma, dbeta]`.
+/// Arguments `(x, dy, y)` → `[dx (flat), dgamma, dbeta]`; `y` masks `dy` when `relu`.
 struct Backward {
     eps: f64,
+    relu: bool,
+    gamma: Vec<f32>,
+    stats: Vec<(f32, f32)>,
 }
 
 impl CustomOp3 for Backward {
@@ -163,31 +207,30 @@ impl CustomOp3 for Backward {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (n, c, p) = ncp(l1)?;
-        let (x, dy) = (
+        let (x, dy, y) = (
             f32_data(s1, l1, OP, "input")?,
             f32_data(s2, l2, OP, "output gradient")?,
+            f32_data(s3, l3, OP, "output")?,
         );
-        let gamma = f32_data(s3, l3, OP, "weight")?;
-        if dy.len() != x.len() || gamma.len() != c {
+        let (gamma, st) = (&self.gamma, &self.stats);
+        if dy.len() != x.len() || y.len() != x.len() || gamma.len() != c || st.len() != c {
             bail!("fast batch-norm backward: mismatched shapes");
         }
+        let relu = self.relu;
+        // The gradient reaching the normalisation: dy, or dy where the ReLU let y through.
+        let g = |i: usize| if relu && y[i] <= 0.0 { 0.0 } else { dy[i] };
         let m = (n * p) as f64;
-        let st = channel_stats(x, n, c, p);
-        // Per channel: Σdy and Σdy·x̂ (f64), then dx = γ/σ · (dy − Σdy/M − x̂·Σdy·x̂/M).
+        // Per channel: Σg and Σg·x̂ (f64), then dx = γ/σ · (g − Σg/M − x̂·Σg·x̂/M).
         let sums: Vec<(f64, f64)> = (0..c)
             .into_par_iter()
             .map(|ch| {
                 let (mean, var) = st[ch];
                 let inv = 1.0 / (var as f64 + self.eps).sqrt();
                 (0..n).fold((0.0, 0.0), |(sd, sdx), i| {
-                    let r = (i * c + ch) * p..(i * c + ch + 1) * p;
-                    x[r.clone()]
-                        .iter()
-                        .zip(&dy[r])
-                        .fold((sd, sdx), |(a, b), (&xv, &g)| {
-                            let g = g as f64;
-                            (a + g, b + g * (xv as f64 - mean as f64) * inv)
-                        })
+                    ((i * c + ch) * p..(i * c + ch + 1) * p).fold((sd, sdx), |(a, b), j| {
+                        let gv = g(j) as f64;
+                        (a + gv, b + gv * (x[j] as f64 - mean as f64) * inv)
+                    })
                 })
             })
             .collect();
@@ -200,9 +243,8 @@ impl CustomOp3 for Backward {
             let (sd, sdx) = sums[ch];
             let k = gamma[ch] * inv;
             let (a, b) = ((sd / m) as f32, (sdx / m) as f32);
-            let r = i * p..(i + 1) * p;
-            for ((o, &xv), &g) in d.iter_mut().zip(&x[r.clone()]).zip(&dy[r]) {
-                *o = k * (g - a - (xv - mean) * inv * b);
+            for (j, o) in (i * p..(i + 1) * p).zip(d.iter_mut()) {
+                *o = k * (g(j) - a - (x[j] - mean) * inv * b);
             }
         });
         for ch in 0..c {
@@ -210,6 +252,92 @@ impl CustomOp3 for Backward {
             params[c + ch] = sums[ch].0 as f32;
         }
         Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * c)))
+    }
+}
+
+/// `max(a + b, 0)` (a residual join) as one op, with the gradient `dy · [y > 0]` for both
+/// inputs computed once: Candle's `add` + `relu` allocate four tensors on the way back.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
+}
+
+struct AddRelu;
+
+impl CustomOp2 for AddRelu {
+    fn name(&self) -> &'static str {
+        "fast-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (a, b) = (
+            f32_data(s1, l1, "fast add-relu", "lhs")?,
+            f32_data(s2, l2, "fast add-relu", "rhs")?,
+        );
+        if l1.dims() != l2.dims() {
+            bail!(
+                "fast add-relu: shapes {:?} and {:?} differ",
+                l1.dims(),
+                l2.dims()
+            );
+        }
+        let y: Vec<f32> = a
+            .par_iter()
+            .zip(b.par_iter())
+            .map(|(&u, &v)| (u + v).max(0.0))
+            .collect();
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _a: &Tensor,
+        _b: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = dy.contiguous()?.apply_op2_no_bwd(y, &ReluGrad)?;
+        Ok((Some(g.clone()), Some(g)))
+    }
+}
+
+/// `(dy, y)` → `dy · [y > 0]`.
+struct ReluGrad;
+
+impl CustomOp2 for ReluGrad {
+    fn name(&self) -> &'static str {
+        "fast-relu-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (dy, y) = (
+            f32_data(s1, l1, "fast relu grad", "gradient")?,
+            f32_data(s2, l2, "fast relu grad", "output")?,
+        );
+        if dy.len() != y.len() {
+            bail!(
+                "fast relu grad: {} gradients for {} outputs",
+                dy.len(),
+                y.len()
+            );
+        }
+        let g: Vec<f32> = dy
+            .par_iter()
+            .zip(y.par_iter())
+            .map(|(&g, &v)| if v > 0.0 { g } else { 0.0 })
+            .collect();
+        Ok((CpuStorage::F32(g), l1.shape().clone()))
     }
 }
 
@@ -241,30 +369,56 @@ mod tests {
                 1e-5,
             )
             .unwrap();
-            let want = reference.forward_t(&x, true).unwrap();
-            let (got, mean, var) = batch_norm_train(&x, &g, &b, 1e-5).unwrap();
-            assert!(
-                super::super::max_abs_diff(&got, &want) < 1e-4,
-                "forward {shape:?}"
-            );
-            let xm = x.transpose(0, 1).unwrap().flatten_from(1).unwrap();
-            let want_mean = xm.mean(1).unwrap();
-            let want_var = xm
-                .broadcast_sub(&want_mean.unsqueeze(1).unwrap())
-                .unwrap()
-                .sqr()
-                .unwrap()
-                .mean(1)
-                .unwrap();
-            assert!(super::super::max_abs_diff(&mean, &want_mean) < 1e-5);
-            assert!(super::super::max_abs_diff(&var, &want_var) < 1e-4);
-            let r = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
-            let gf = (&got * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            let gr = (&want * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            for (v, what) in [(&x, "input"), (&g, "weight"), (&b, "bias")] {
-                let d = super::super::max_abs_diff(gf.get(v).unwrap(), gr.get(v).unwrap());
-                assert!(d < 1e-3, "{what} gradient differs by {d} for {shape:?}");
+            for relu in [false, true] {
+                let mut want = reference.forward_t(&x, true).unwrap();
+                if relu {
+                    want = want.relu().unwrap();
+                }
+                let (got, mean, var) = batch_norm_train(&x, &g, &b, 1e-5, relu).unwrap();
+                assert!(
+                    super::super::max_abs_diff(&got, &want) < 1e-4,
+                    "forward {shape:?}"
+                );
+                let xm = x.transpose(0, 1).unwrap().flatten_from(1).unwrap();
+                let want_mean = xm.mean(1).unwrap();
+                let want_var = xm
+                    .broadcast_sub(&want_mean.unsqueeze(1).unwrap())
+                    .unwrap()
+                    .sqr()
+                    .unwrap()
+                    .mean(1)
+                    .unwrap();
+                assert!(super::super::max_abs_diff(&mean, &want_mean) < 1e-5);
+                assert!(super::super::max_abs_diff(&var, &want_var) < 1e-4);
+                let r = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
+                let gf = (&got * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let gr = (&want * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                for (v, what) in [(&x, "input"), (&g, "weight"), (&b, "bias")] {
+                    let d = super::super::max_abs_diff(gf.get(v).unwrap(), gr.get(v).unwrap());
+                    assert!(
+                        d < 1e-3,
+                        "{what} gradient differs by {d} for {shape:?}, relu {relu}"
+                    );
+                }
             }
         }
+    }
+
+    #[test]
+    fn add_relu_matches_candle_values_and_gradients() {
+        let dev = Device::Cpu;
+        let a = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 4, 5, 2), &dev).unwrap()).unwrap();
+        let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 4, 5, 2), &dev).unwrap()).unwrap();
+        let got = add_relu(&a, &b).unwrap();
+        let want = (a.as_tensor() + b.as_tensor()).unwrap().relu().unwrap();
+        assert!(super::super::max_abs_diff(&got, &want) < 1e-6);
+        let r = Tensor::randn(0f32, 1.0, (3, 4, 5, 2), &dev).unwrap();
+        let gf = (&got * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gr = (&want * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&a, &b] {
+            assert!(super::super::max_abs_diff(gf.get(v).unwrap(), gr.get(v).unwrap()) < 1e-6);
+        }
+        let c = Tensor::zeros((3, 4, 5, 3), candle_core::DType::F32, &dev).unwrap();
+        assert!(add_relu(&a, &c).is_err());
     }
 }

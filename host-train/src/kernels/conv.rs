@@ -6,23 +6,52 @@
 //! GEMMs see `N*P` pixels at once. Per-image products would be tiny in the late layers
 //! (2x2 maps at 64x64 input: 4 pixels against 4608-wide weights) and the weight
 //! gradient would stream the whole weight once per image.
+use std::{
+    mem::MaybeUninit,
+    sync::{Arc, Mutex},
+};
+
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::{
-    f32_data,
-    matmul::{matmul, Mat},
+    f32_data, filled,
+    matmul::{matmul_into, matmul_uninit, Mat},
 };
 
 const OP: &str = "fast conv2d";
+
+/// From this many output pixels per image, the forward product and the input gradient run
+/// one GEMM per image (rayon across images), writing NCHW directly and keeping each
+/// image's rows in cache; below it, one GEMM over the batch (see the module docs).
+const PER_IMAGE_MIN_PIXELS: usize = 64;
 
 /// `y = conv2d(x, w)` with the fast kernels; gradients flow to both `x` and `w`.
 ///
 /// # Shapes
 /// `x`: `[N, C, H, W]`, `w`: `[K, C, kh, kw]` → `[N, K, OH, OW]`.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op2(&w.contiguous()?, Conv2d { stride, padding })
+    x.contiguous()?.apply_op2(
+        &w.contiguous()?,
+        Conv2d {
+            stride,
+            padding,
+            rows: Mutex::new(None),
+        },
+    )
+}
+
+/// A buffer one op fills and a later op of the same backward pass takes.
+type Handoff = Arc<Mutex<Option<Vec<f32>>>>;
+
+fn take(slot: &Mutex<Option<Vec<f32>>>) -> Option<Vec<f32>> {
+    slot.lock().ok().and_then(|mut s| s.take())
+}
+
+fn put(slot: &Mutex<Option<Vec<f32>>>, v: Vec<f32>) {
+    if let Ok(mut s) = slot.lock() {
+        *s = Some(v);
+    }
 }
 
 /// Sizes of one convolution.
@@ -76,6 +105,11 @@ impl Geom {
         self.oh * self.ow
     }
 
+    /// Whether products run per image (see [`PER_IMAGE_MIN_PIXELS`]).
+    fn per_image(&self) -> bool {
+        self.n > 1 && self.p() >= PER_IMAGE_MIN_PIXELS
+    }
+
     fn image_len(&self) -> usize {
         self.c * self.h * self.w
     }
@@ -105,7 +139,7 @@ impl Geom {
     /// Loops run over `ox` innermost with the valid range computed once per column, so
     /// the hot loop is a strided copy with no bounds tests; one output row's block
     /// (`OW * CK` floats) stays in cache while it is filled.
-    fn im2row(&self, x: &[f32], rows: &mut [f32]) {
+    fn im2row(&self, x: &[f32], rows: &mut [MaybeUninit<f32>]) {
         let (ck, s) = (self.ck(), self.stride);
         for oy in 0..self.oh {
             let block = &mut rows[oy * self.ow * ck..][..self.ow * ck];
@@ -120,12 +154,12 @@ impl Geom {
                             None => (0, 0),
                         };
                         for ox in (0..lo).chain(hi..self.ow) {
-                            block[ox * ck + col] = 0.0;
+                            block[ox * ck + col].write(0.0);
                         }
                         if let Some(iy) = iy {
                             let line = &plane[iy * self.w..][..self.w];
                             for ox in lo..hi {
-                                block[ox * ck + col] = line[ox * s + kj - self.pad];
+                                block[ox * ck + col].write(line[ox * s + kj - self.pad]);
                             }
                         }
                     }
@@ -134,10 +168,10 @@ impl Geom {
         }
     }
 
-    /// The adjoint of [`Geom::im2row`]: adds each entry back to its input pixel.
+    /// The adjoint of [`Geom::im2row`]: adds each entry back to its input pixel of the
+    /// zeroed `dx`.
     fn row2im(&self, rows: &[f32], dx: &mut [f32]) {
         let (ck, s) = (self.ck(), self.stride);
-        dx.fill(0.0);
         for oy in 0..self.oh {
             let block = &rows[oy * self.ow * ck..][..self.ow * ck];
             for c in 0..self.c {
@@ -162,39 +196,54 @@ impl Geom {
     /// The batch's im2row matrix `[N*P, CK]`.
     fn im2row_batch(&self, x: &[f32]) -> Vec<f32> {
         let block = self.p() * self.ck();
-        let mut rows = vec![0f32; self.n * block];
-        rows.par_chunks_mut(block.max(1))
-            .zip(x.par_chunks(self.image_len().max(1)))
-            .for_each(|(r, img)| self.im2row(img, r));
-        rows
+        // SAFETY: im2row writes every element of each image's block.
+        unsafe {
+            filled(self.n * block, |rows| {
+                rows.par_chunks_mut(block.max(1))
+                    .zip(x.par_chunks(self.image_len().max(1)))
+                    .for_each(|(r, img)| self.im2row(img, r));
+            })
+        }
     }
 
     /// `[N, K, P]` → `[K, N*P]` (the GEMM's pixel-major operand).
     fn channel_major(&self, y: &[f32]) -> Vec<f32> {
         let (p, np) = (self.p(), self.n * self.p());
-        let mut out = vec![0f32; self.k * np];
-        out.par_chunks_mut(np.max(1))
-            .enumerate()
-            .for_each(|(k, row)| {
-                for i in 0..self.n {
-                    row[i * p..][..p].copy_from_slice(&y[(i * self.k + k) * p..][..p]);
-                }
-            });
-        out
+        // SAFETY: each channel row gets all N blocks of P values.
+        unsafe {
+            filled(self.k * np, |out| {
+                out.par_chunks_mut(np.max(1))
+                    .enumerate()
+                    .for_each(|(k, row)| {
+                        for i in 0..self.n {
+                            copy(&mut row[i * p..][..p], &y[(i * self.k + k) * p..][..p]);
+                        }
+                    })
+            })
+        }
     }
 
     /// `[K, N*P]` → `[N, K, P]`.
     fn image_major(&self, t: &[f32]) -> Vec<f32> {
         let (p, np) = (self.p(), self.n * self.p());
-        let mut out = vec![0f32; self.n * self.k * p];
-        out.par_chunks_mut((self.k * p).max(1))
-            .enumerate()
-            .for_each(|(i, img)| {
-                for k in 0..self.k {
-                    img[k * p..][..p].copy_from_slice(&t[k * np + i * p..][..p]);
-                }
-            });
-        out
+        // SAFETY: each image gets all K blocks of P values.
+        unsafe {
+            filled(self.n * self.k * p, |out| {
+                out.par_chunks_mut((self.k * p).max(1))
+                    .enumerate()
+                    .for_each(|(i, img)| {
+                        for k in 0..self.k {
+                            copy(&mut img[k * p..][..p], &t[k * np + i * p..][..p]);
+                        }
+                    })
+            })
+        }
+    }
+}
+
+fn copy(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        d.write(s);
     }
 }
 
@@ -209,10 +258,12 @@ fn threads() -> usize {
     rayon::current_num_threads()
 }
 
-/// The forward convolution.
+/// The forward convolution. It keeps its im2row matrix for the weight gradient, which
+/// needs exactly that matrix again (building it is a quarter of the conv's time).
 struct Conv2d {
     stride: usize,
     padding: usize,
+    rows: Mutex<Option<Vec<f32>>>,
 }
 
 impl CustomOp2 for Conv2d {
@@ -237,18 +288,30 @@ impl CustomOp2 for Conv2d {
             f32_data(s1, l1, OP, "input")?,
             f32_data(s2, l2, OP, "kernel")?,
         );
-        let (ck, np) = (g.ck(), g.n * g.p());
+        let (ck, np, p) = (g.ck(), g.n * g.p(), g.p());
         let rows = g.im2row_batch(x);
-        // [K, N*P] = W[K, CK] · Rᵀ
-        let mut t = vec![0f32; g.k * np];
-        matmul(
-            &mut t,
-            Mat::rows(w, g.k, ck),
-            Mat::transposed(&rows, np, ck),
-            false,
-            threads(),
-        );
-        let y = g.image_major(&t);
+        let y = if g.per_image() {
+            // y_i[K, P] = W[K, CK] · R_iᵀ
+            // SAFETY: each image's K*P block is written by its product.
+            unsafe {
+                filled(g.n * g.k * p, |y| {
+                    y.par_chunks_mut(g.k * p)
+                        .zip(rows.par_chunks(p * ck))
+                        .for_each(|(yi, ri)| {
+                            matmul_into(yi, Mat::rows(w, g.k, ck), Mat::transposed(ri, p, ck), 1)
+                        })
+                })
+            }
+        } else {
+            // [K, N*P] = W[K, CK] · Rᵀ
+            let t = matmul_uninit(
+                Mat::rows(w, g.k, ck),
+                Mat::transposed(&rows, np, ck),
+                threads(),
+            );
+            g.image_major(&t)
+        };
+        put(&self.rows, rows);
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.k, g.oh, g.ow))))
     }
 
@@ -261,6 +324,9 @@ impl CustomOp2 for Conv2d {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
         let (_, _, h, wd) = x.dims4()?;
+        // dY in channel-major order serves both gradients: the input gradient builds it,
+        // the weight gradient takes it.
+        let dy_t: Handoff = Arc::default();
         let dx = dy.apply_op2_no_bwd(
             w,
             &InputGrad {
@@ -268,6 +334,7 @@ impl CustomOp2 for Conv2d {
                 padding: self.padding,
                 h,
                 w: wd,
+                dy_t: dy_t.clone(),
             },
         )?;
         let (_, _, kh, kw) = w.dims4()?;
@@ -278,6 +345,8 @@ impl CustomOp2 for Conv2d {
                 padding: self.padding,
                 kh,
                 kw,
+                rows: Mutex::new(take(&self.rows)),
+                dy_t,
             },
         )?;
         Ok((Some(dx), Some(dw)))
@@ -290,6 +359,7 @@ struct InputGrad {
     padding: usize,
     h: usize,
     w: usize,
+    dy_t: Handoff,
 }
 
 impl CustomOp2 for InputGrad {
@@ -322,18 +392,22 @@ impl CustomOp2 for InputGrad {
             f32_data(s1, l1, OP, "output gradient")?,
             f32_data(s2, l2, OP, "kernel")?,
         );
-        let (ck, np) = (g.ck(), n * g.p());
+        let (ck, np, p) = (g.ck(), n * g.p(), g.p());
+        let mut dx = vec![0f32; n * g.image_len()];
+        if g.per_image() {
+            // dR_i[P, CK] = dY_iᵀ[P, K] · W[K, CK], scattered into dx_i while in cache.
+            dx.par_chunks_mut(g.image_len().max(1))
+                .zip(dy.par_chunks(k * p))
+                .for_each(|(d, dyi)| {
+                    let r = matmul_uninit(Mat::transposed(dyi, k, p), Mat::rows(w, k, ck), 1);
+                    g.row2im(&r, d);
+                });
+            return Ok((CpuStorage::F32(dx), Shape::from((n, g.c, g.h, g.w))));
+        }
         let t = g.channel_major(dy);
         // dR[N*P, CK] = dYᵀ[N*P, K] · W[K, CK]
-        let mut rows = vec![0f32; np * ck];
-        matmul(
-            &mut rows,
-            Mat::transposed(&t, k, np),
-            Mat::rows(w, k, ck),
-            false,
-            threads(),
-        );
-        let mut dx = vec![0f32; n * g.image_len()];
+        let rows = matmul_uninit(Mat::transposed(&t, k, np), Mat::rows(w, k, ck), threads());
+        put(&self.dy_t, t);
         dx.par_chunks_mut(g.image_len().max(1))
             .zip(rows.par_chunks((g.p() * ck).max(1)))
             .for_each(|(d, r)| g.row2im(r, d));
@@ -347,6 +421,9 @@ struct WeightGrad {
     padding: usize,
     kh: usize,
     kw: usize,
+    /// The forward pass's im2row matrix, when it ran on this device.
+    rows: Mutex<Option<Vec<f32>>>,
+    dy_t: Handoff,
 }
 
 impl CustomOp2 for WeightGrad {
@@ -375,17 +452,15 @@ impl CustomOp2 for WeightGrad {
             f32_data(s2, l2, OP, "output gradient")?,
         );
         let (ck, np) = (g.ck(), n * g.p());
-        let rows = g.im2row_batch(x);
-        let t = g.channel_major(dy);
+        let sized = |v: &Vec<f32>, len| v.len() == len;
+        let rows = take(&self.rows)
+            .filter(|r| sized(r, np * ck))
+            .unwrap_or_else(|| g.im2row_batch(x));
+        let t = take(&self.dy_t)
+            .filter(|t| sized(t, k * np))
+            .unwrap_or_else(|| g.channel_major(dy));
         // dW[K, CK] = dY[K, N*P] · R[N*P, CK]
-        let mut dw = vec![0f32; k * ck];
-        matmul(
-            &mut dw,
-            Mat::rows(&t, k, np),
-            Mat::rows(&rows, np, ck),
-            false,
-            threads(),
-        );
+        let dw = matmul_uninit(Mat::rows(&t, k, np), Mat::rows(&rows, np, ck), threads());
         Ok((CpuStorage::F32(dw), Shape::from((k, g.c, self.kh, self.kw))))
     }
 }
@@ -438,10 +513,12 @@ mod tests {
     #[test]
     fn matches_candle_forward_and_gradients() {
         check(2, 3, (17, 13), 8, 7, 2, 3); // stem
-        check(3, 4, (9, 9), 5, 3, 1, 1);
-        check(2, 4, (9, 9), 6, 3, 2, 1);
-        // Non-square maps: Candle's own conv backward fails on them (its output padding
-        // reads the height for both axes), so they are checked by finite differences below.
+        check(3, 4, (9, 9), 5, 3, 1, 1); // 81 pixels: one product per image
+        check(2, 3, (20, 20), 4, 3, 2, 1); // per image, strided
+        check(3, 5, (12, 10), 6, 3, 1, 1); // per image, non-square
+        check(2, 4, (9, 9), 6, 3, 2, 1); // 25 pixels: one product for the batch
+                                         // Non-square maps: Candle's own conv backward fails on them (its output padding
+                                         // reads the height for both axes), so they are checked by finite differences below.
         check(2, 4, (9, 9), 6, 1, 2, 0); // downsample
         check(5, 4, (6, 6), 3, 1, 1, 0); // pointwise
         check(1, 2, (4, 4), 2, 3, 1, 0); // one image: gemm splits instead

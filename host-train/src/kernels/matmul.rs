@@ -1,4 +1,6 @@
 //! A bounds-checked front for `gemm::gemm` on row-major (or transposed) f32 matrices.
+use std::mem::MaybeUninit;
+
 use gemm::Parallelism;
 
 /// A matrix view: `data[r * rs + c * cs]`.
@@ -39,21 +41,41 @@ impl<'a> Mat<'a> {
     }
 }
 
-/// `dst (row-major m x n) = a @ b`, or `dst += a @ b` when `accumulate`.
+/// A new row-major `a @ b`, written by the product without zeroing the buffer first.
+pub fn matmul_uninit(a: Mat, b: Mat, threads: usize) -> Vec<f32> {
+    let len = a.rows * b.cols;
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    matmul_into(&mut v.spare_capacity_mut()[..len], a, b, threads);
+    // SAFETY: matmul_into wrote all `len` elements.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// Writes row-major `a @ b` into `dst` (`a.rows * b.cols` elements, all written).
+pub fn matmul_into(dst: &mut [MaybeUninit<f32>], a: Mat, b: Mat, threads: usize) {
+    // SAFETY: gemm is called with read_dst = false, so it only writes `dst` (every one of
+    // its m*n entries; k = 0 is zeroed by hand), never reads it; `dst` is exclusively
+    // borrowed and gemm_raw checks its length.
+    unsafe { gemm_raw(dst.as_mut_ptr().cast(), dst.len(), a, b, threads) }
+}
+
+/// `dst (row-major m x n) = a @ b`.
 ///
 /// `threads > 1` lets gemm split the product; callers that already run one product per
 /// rayon task pass 1.
-pub fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, threads: usize) {
+///
+/// # Safety
+/// `dst` must be valid for writes of `dst_len` floats and must not alias `a` or `b`.
+unsafe fn gemm_raw(dst: *mut f32, dst_len: usize, a: Mat, b: Mat, threads: usize) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "inner dimensions");
-    assert_eq!(dst.len(), m * n, "destination size");
+    assert_eq!(dst_len, m * n, "destination size");
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
-        if !accumulate {
-            dst.fill(0.0);
-        }
+        // SAFETY: the caller's contract covers dst_len writes.
+        unsafe { std::ptr::write_bytes(dst, 0, dst_len) };
         return;
     }
     assert!(a.last_index() < a.data.len(), "lhs view out of bounds");
@@ -63,17 +85,17 @@ pub fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, threads: usize)
     } else {
         Parallelism::None
     };
-    // SAFETY: the asserts above keep every index gemm reads or writes inside the slices;
-    // `dst` is exclusively borrowed and does not alias `a` or `b`.
+    // SAFETY: the asserts above keep every index gemm reads inside `a` and `b`; the caller
+    // vouches for `dst`.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
-            accumulate,
+            false,
             a.data.as_ptr(),
             a.cs as isize,
             a.rs as isize,
@@ -117,16 +139,17 @@ mod tests {
         ] {
             let want = naive(am, bm);
             for threads in [1, 2] {
-                let mut got = vec![1.0; 25];
-                matmul(&mut got, am, bm, false, threads);
+                let got = matmul_uninit(am, bm, threads);
+                assert_eq!(got.len(), want.len());
                 for (g, w) in got.iter().zip(&want) {
                     assert!((g - w).abs() < 1e-5);
                 }
-                matmul(&mut got, am, bm, true, threads);
-                for (g, w) in got.iter().zip(&want) {
-                    assert!((g - 2.0 * w).abs() < 1e-5);
-                }
             }
         }
+        // An empty inner dimension is an all-zero product.
+        assert_eq!(
+            matmul_uninit(Mat::rows(&[], 3, 0), Mat::rows(&[], 0, 2), 1),
+            vec![0.0; 6]
+        );
     }
 }

@@ -3,16 +3,25 @@
 //! The heads come from the [`models`] contract, so a new head is a new contract entry, not
 //! new training code. Head `h` lives under `heads.<h>.0` and `heads.<h>.2` (Linear, ReLU,
 //! Linear, named like the reference's `nn.Sequential`).
+use std::sync::Arc;
+
 use candle_core::{DType, Device, ModuleT, Result, Tensor};
 use candle_nn::{linear, Linear, Module, VarBuilder, VarMap};
 use models::HeadSpec;
 
-use super::{init, resnet::ResNet, BackboneConfig};
+use super::{
+    init,
+    resnet::ResNet,
+    tap::{NoTap, Tap},
+    BackboneConfig,
+};
 use crate::kernels::Kernels;
 
 struct Head {
     fc1: Linear,
     fc2: Linear,
+    /// The hidden activation's point ([`Tap`]).
+    point: String,
 }
 
 impl Head {
@@ -20,11 +29,13 @@ impl Head {
         Ok(Self {
             fc1: linear(features, features, vb.pp("0"))?,
             fc2: linear(features, out, vb.pp("2"))?,
+            point: format!("{}.relu", vb.prefix()),
         })
     }
 
-    fn forward(&self, f: &Tensor) -> Result<Tensor> {
-        self.fc2.forward(&self.fc1.forward(f)?.relu()?)
+    fn forward(&self, f: &Tensor, tap: &dyn Tap) -> Result<Tensor> {
+        self.fc2
+            .forward(&tap.at(&self.point, self.fc1.forward(f)?.relu()?)?)
     }
 }
 
@@ -33,6 +44,7 @@ pub struct HydraNet {
     body: ResNet,
     heads: Vec<Head>,
     names: Vec<String>,
+    tap: Option<Arc<dyn Tap>>,
 }
 
 impl HydraNet {
@@ -54,7 +66,19 @@ impl HydraNet {
             body,
             heads: built,
             names: heads.iter().map(|h| h.name.clone()).collect(),
+            tap: None,
         })
+    }
+
+    /// The same network with every activation point passed through `tap` (calibration,
+    /// simulated int8); see [`super::tap`].
+    pub fn with_tap(mut self, tap: Arc<dyn Tap>) -> Self {
+        self.tap = Some(tap);
+        self
+    }
+
+    fn tap(&self) -> &dyn Tap {
+        self.tap.as_deref().unwrap_or(&NoTap)
     }
 
     /// A fresh network with seeded initial weights, and the map that owns its variables.
@@ -82,7 +106,7 @@ impl HydraNet {
     /// # Shapes
     /// `x`: `[N, 3, H, W]` → `[N, F]`.
     pub fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.body.forward_t(x, train)
+        self.body.forward_t(x, train, self.tap())
     }
 
     /// Every head's raw output from the body features.
@@ -90,7 +114,10 @@ impl HydraNet {
     /// # Shapes
     /// `f`: `[N, F]` → one `[N, width_h]` per head.
     pub fn heads_forward(&self, f: &Tensor) -> Result<Vec<Tensor>> {
-        self.heads.iter().map(|h| h.forward(f)).collect()
+        self.heads
+            .iter()
+            .map(|h| h.forward(f, self.tap()))
+            .collect()
     }
 
     /// Body once, then every head.

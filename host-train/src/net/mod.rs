@@ -2,6 +2,8 @@
 pub mod hydra;
 pub mod init;
 pub mod resnet;
+pub mod tap;
 
 pub use hydra::HydraNet;
 pub use resnet::BackboneConfig;
+pub use tap::{NoTap, Tap};

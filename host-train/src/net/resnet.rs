@@ -12,6 +12,7 @@ use candle_core::{Module, ModuleT, Result, Tensor, Var};
 use candle_nn::{batch_norm, BatchNorm, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+use super::tap::Tap;
 use crate::kernels::{self, Kernels};
 
 /// Depth and width of the body.
@@ -139,9 +140,15 @@ impl Module for Conv {
 struct Norm {
     bn: BatchNorm,
     running: Option<(Var, Var)>,
+    /// The activation point of this norm's output ([`Tap`]).
+    point: String,
 }
 
-fn bn(c: usize, kernels: Kernels, vb: VarBuilder) -> Result<Norm> {
+fn bn(c: usize, kernels: Kernels, relu: bool, vb: VarBuilder) -> Result<Norm> {
+    let point = match relu {
+        true => format!("{}.relu", vb.prefix()),
+        false => vb.prefix(),
+    };
     let bn = batch_norm(c, 1e-5, vb)?;
     let running = match kernels {
         Kernels::Fast => Some((
@@ -150,14 +157,20 @@ fn bn(c: usize, kernels: Kernels, vb: VarBuilder) -> Result<Norm> {
         )),
         Kernels::Candle => None,
     };
-    Ok(Norm { bn, running })
+    Ok(Norm { bn, running, point })
 }
 
-impl ModuleT for Norm {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+impl Norm {
+    /// BatchNorm, then ReLU when `relu` (fused on the fast path), then the tap.
+    fn forward_t(&self, x: &Tensor, train: bool, relu: bool, tap: &dyn Tap) -> Result<Tensor> {
+        tap.at(&self.point, self.norm(x, train, relu)?)
+    }
+
+    fn norm(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         match (&self.running, self.bn.weight_and_bias()) {
             (Some((rm, rv)), Some((g, b))) if train && x.device().is_cpu() => {
-                let (y, mean, var) = kernels::batchnorm::batch_norm_train(x, g, b, self.bn.eps())?;
+                let (y, mean, var) =
+                    kernels::batchnorm::batch_norm_train(x, g, b, self.bn.eps(), relu)?;
                 // Same update as candle_nn::BatchNorm (unbiased variance, momentum 0.1).
                 let m = self.bn.momentum();
                 let count = (x.elem_count() / x.dim(1)?) as f64;
@@ -166,7 +179,23 @@ impl ModuleT for Norm {
                 rv.set(&((rv.as_tensor() * (1.0 - m))? + (var * unbiased)?)?)?;
                 Ok(y)
             }
-            _ => self.bn.forward_t(x, train),
+            _ => {
+                let y = self.bn.forward_t(x, train)?;
+                if relu {
+                    y.relu()
+                } else {
+                    Ok(y)
+                }
+            }
+        }
+    }
+
+    /// `max(y + skip, 0)`, fused on the fast path.
+    fn join(&self, y: &Tensor, skip: &Tensor) -> Result<Tensor> {
+        if self.running.is_some() && y.device().is_cpu() {
+            kernels::batchnorm::add_relu(y, skip)
+        } else {
+            (y + skip)?.relu()
         }
     }
 }
@@ -177,6 +206,8 @@ struct BasicBlock {
     conv2: Conv,
     bn2: Norm,
     downsample: Option<(Conv, Norm)>,
+    /// The block output's activation point.
+    point: String,
 }
 
 impl BasicBlock {
@@ -190,28 +221,33 @@ impl BasicBlock {
         let downsample = if stride != 1 || c_in != c_out {
             Some((
                 Conv::new(c_in, c_out, 1, stride, kernels, vb.pp("downsample.0"))?,
-                bn(c_out, kernels, vb.pp("downsample.1"))?,
+                bn(c_out, kernels, false, vb.pp("downsample.1"))?,
             ))
         } else {
             None
         };
         Ok(Self {
             conv1: Conv::new(c_in, c_out, 3, stride, kernels, vb.pp("conv1"))?,
-            bn1: bn(c_out, kernels, vb.pp("bn1"))?,
+            bn1: bn(c_out, kernels, true, vb.pp("bn1"))?,
             conv2: Conv::new(c_out, c_out, 3, 1, kernels, vb.pp("conv2"))?,
-            bn2: bn(c_out, kernels, vb.pp("bn2"))?,
+            bn2: bn(c_out, kernels, false, vb.pp("bn2"))?,
             downsample,
+            point: format!("{}.relu", vb.prefix()),
         })
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
-        let y = self.bn2.forward_t(&self.conv2.forward(&y)?, train)?;
+    fn forward_t(&self, x: &Tensor, train: bool, tap: &dyn Tap) -> Result<Tensor> {
+        let y = self
+            .bn1
+            .forward_t(&self.conv1.forward(x)?, train, true, tap)?;
+        let y = self
+            .bn2
+            .forward_t(&self.conv2.forward(&y)?, train, false, tap)?;
         let skip = match &self.downsample {
-            Some((c, b)) => b.forward_t(&c.forward(x)?, train)?,
+            Some((c, b)) => b.forward_t(&c.forward(x)?, train, false, tap)?,
             None => x.clone(),
         };
-        (y + skip)?.relu()
+        tap.at(&self.point, self.bn2.join(&y, &skip)?)
     }
 }
 
@@ -228,7 +264,7 @@ impl ResNet {
     pub fn new(cfg: &BackboneConfig, kernels: Kernels, vb: VarBuilder) -> Result<Self> {
         let ch = cfg.channels();
         let conv1 = Conv::new(3, ch[0], 7, 2, kernels, vb.pp("conv1"))?;
-        let bn1 = bn(ch[0], kernels, vb.pp("bn1"))?;
+        let bn1 = bn(ch[0], kernels, true, vb.pp("bn1"))?;
         let mut stages = Vec::new();
         let mut c_in = ch[0];
         for (i, (&n, &c)) in cfg.blocks.iter().zip(&ch).enumerate() {
@@ -260,17 +296,23 @@ impl ResNet {
         self.feature_dim
     }
 
+    /// Runs the body, passing every activation point through `tap`.
+    ///
     /// # Shapes
     /// `x`: `[N, 3, H, W]` → `[N, feature_dim]`.
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut y = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+    pub fn forward_t(&self, x: &Tensor, train: bool, tap: &dyn Tap) -> Result<Tensor> {
+        let x = tap.at("image", x.clone())?;
+        // Max-pooling keeps values on the stem's int8 grid: no point of its own.
+        let mut y = self
+            .bn1
+            .forward_t(&self.conv1.forward(&x)?, train, true, tap)?;
         y = y.max_pool2d_with_stride(2, 2)?;
         for stage in &self.stages {
             for block in stage {
-                y = block.forward_t(&y, train)?;
+                y = block.forward_t(&y, train, tap)?;
             }
         }
-        y.mean((2, 3))
+        tap.at("features", y.mean((2, 3))?)
     }
 }
 

@@ -83,8 +83,9 @@ fn tract_matches_candle_with_batchnorm_kept() {
     export_checkpoint(
         &fx.checkpoint_path(),
         &p,
-        ExportOptions {
+        &ExportOptions {
             fold_batchnorm: false,
+            quant: None,
         },
     )
     .unwrap();
@@ -97,7 +98,7 @@ fn the_committed_model_is_the_export_of_the_committed_checkpoint() {
     let fx = Fixture::load().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("again.onnx");
-    export_checkpoint(&fx.checkpoint_path(), &p, ExportOptions::default()).unwrap();
+    export_checkpoint(&fx.checkpoint_path(), &p, &ExportOptions::default()).unwrap();
     assert_eq!(
         std::fs::read(&p).unwrap(),
         std::fs::read(fx.model_path()).unwrap(),

@@ -53,8 +53,9 @@ fn onnxruntime_agrees_with_batchnorm_kept() {
     export_checkpoint(
         &fx.checkpoint_path(),
         &p,
-        ExportOptions {
+        &ExportOptions {
             fold_batchnorm: false,
+            quant: None,
         },
     )
     .unwrap();

@@ -86,7 +86,7 @@ fn regenerate_fixture() {
     let ck = dir.join("checkpoint.safetensors");
     // Weights only: the fixture needs no optimiser state.
     checkpoint::save(&[&ck], &contract, &saved_config, &t.state, &t.varmap, &[]).unwrap();
-    export_checkpoint(&ck, &dir.join("model.onnx"), ExportOptions::default()).unwrap();
+    export_checkpoint(&ck, &dir.join("model.onnx"), &ExportOptions::default()).unwrap();
 
     let (net, _vm, ck) = load_for_inference(&ck, &Device::Cpu).unwrap();
     let cases = sources()

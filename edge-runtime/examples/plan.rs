@@ -1,0 +1,45 @@
+//! Prints what tract makes of an ONNX file: the optimized plan's operators, counted.
+//! A diagnostic for the int8 forms (which ops stay float, which run on integers).
+//!
+//!   cargo run --release -p edge-runtime --example plan -- model.onnx [batch]
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use tract_onnx::{
+    prelude::*,
+    tract_hir::{infer::Factoid, internal::DimLike},
+};
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let path = args.next().context("usage: plan MODEL.onnx [BATCH]")?;
+    let batch: usize = args.next().map(|b| b.parse()).transpose()?.unwrap_or(1);
+    let model = tract_onnx::onnx()
+        .model_for_path(&path)
+        .with_context(|| format!("loading {path}"))?;
+    let fact = model.input_fact(0)?.clone();
+    let shape: Vec<usize> = fact
+        .shape
+        .dims()
+        .enumerate()
+        .map(|(i, d)| {
+            if i == 0 {
+                Some(batch)
+            } else {
+                d.concretize().and_then(|d| d.to_usize().ok())
+            }
+        })
+        .collect::<Option<_>>()
+        .context("input shape")?;
+    let model = model
+        .with_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape))?
+        .into_optimized()?;
+    let mut ops: BTreeMap<String, usize> = BTreeMap::new();
+    for n in &model.nodes {
+        *ops.entry(n.op.name().to_string()).or_default() += 1;
+    }
+    for (op, n) in ops {
+        println!("{n:4}  {op}");
+    }
+    Ok(())
+}

@@ -1,0 +1,230 @@
+//! The int8 file on every engine: tract (edge) against onnxruntime (the judge), and
+//! Candle's simulated int8 (`host-train eval --model`) against both, on the fixture's
+//! images plus real faces from the shared folder.
+//!
+//! "One quantization step" of an output: the change one code of every hidden unit of its
+//! head makes, `scale(heads.<h>.relu) * sum_j |W2[o, j]|`. Runtimes may round an
+//! intermediate value to the neighbouring code (integer versus float requantization), so
+//! outputs are compared within that step and the decoded labels must agree on >= 99 % of
+//! the images.
+mod common;
+
+use std::path::Path;
+
+use candle_core::Device;
+use edge_runtime::Engine;
+use host_train::{
+    export::{import::load_onnx, QuantForm},
+    quant::{export_int8, Int8Request, Method},
+};
+use hydranet_fixture::{utkface_dir, Fixture};
+use models::{decode::decode, preprocess::preprocess, HeadOutput};
+use parity::onnxruntime_outputs;
+
+/// Real faces beyond the fixture's, for the label-agreement figure.
+const EXTRA_FACES: usize = 100;
+
+fn inputs(fx: &Fixture, contract: &models::Contract) -> Vec<Vec<f32>> {
+    let mut all = fx.inputs(contract).unwrap();
+    let mut names: Vec<_> = std::fs::read_dir(utkface_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    names.sort();
+    // Every 150th file: all ages (names sort by age), no calibration-order bias.
+    for p in names.iter().step_by(150).take(EXTRA_FACES) {
+        if let Ok(img) = models::dataset::load_image(p) {
+            all.push(preprocess(&img, &contract.preprocess));
+        }
+    }
+    all
+}
+
+fn labels(contract: &models::Contract, raw: &[Vec<f32>]) -> Vec<String> {
+    let rows: Vec<&[f32]> = raw.iter().map(|r| r.as_slice()).collect();
+    decode(&contract.heads, &rows)
+        .unwrap()
+        .heads
+        .into_iter()
+        .filter_map(|(n, o)| match o {
+            HeadOutput::Binary { label, .. } | HeadOutput::Multiclass { label, .. } => {
+                Some(format!("{n}={label}"))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Per head: one step per output (see the module docs).
+fn steps(model: &Path, fx: &Fixture, contract: &models::Contract) -> Vec<Vec<f32>> {
+    let im = load_onnx(model, &Device::Cpu).unwrap();
+    let weights = candle_core::safetensors::load(fx.checkpoint_path(), &Device::Cpu).unwrap();
+    contract
+        .heads
+        .iter()
+        .map(|h| {
+            let s = im.grids[&format!("heads.{}.relu", h.name)].scale;
+            let w2 = weights[&format!("heads.{}.2.weight", h.name)]
+                .to_vec2::<f32>()
+                .unwrap();
+            w2.iter()
+                .map(|row| s * row.iter().map(|v| v.abs()).sum::<f32>())
+                .collect()
+        })
+        .collect()
+}
+
+fn check(form: QuantForm) {
+    let fx = Fixture::load().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join(format!("int8-{}.onnx", form.as_str()));
+    let report = export_int8(
+        &fx.checkpoint_path(),
+        &model,
+        &Int8Request {
+            form,
+            calibration: Some(utkface_dir()),
+            count: 128,
+            method: Method::Percentile,
+        },
+    )
+    .unwrap();
+    assert_eq!(report.images, 128);
+    let engine = Engine::load(&model, 1).unwrap();
+    let contract = engine.contract().clone();
+    let q = contract
+        .quantization
+        .clone()
+        .expect("the contract says int8");
+    assert_eq!(
+        (q.scheme.as_str(), q.form.as_str()),
+        ("int8", form.as_str())
+    );
+    assert_eq!(q.calibration.as_ref().map(|c| c.images), Some(128));
+    let fp32 = std::fs::metadata(fx.model_path()).unwrap().len() as f64;
+    let int8 = std::fs::metadata(&model).unwrap().len() as f64;
+    eprintln!(
+        "{form:?}: int8 file {int8} bytes = {:.1} % of fp32",
+        100.0 * int8 / fp32
+    );
+
+    let xs = inputs(&fx, &contract);
+    let ort = onnxruntime_outputs(&model, &xs, contract.preprocess.input_shape(1));
+    assert_eq!(ort["checker"], "ok");
+    let candle = load_onnx(&model, &Device::Cpu).unwrap();
+    assert!(!candle.grids.is_empty());
+    let steps = steps(&model, &fx, &contract);
+    let (mut worst_steps, mut agree, mut candle_agree) = (0f32, 0usize, 0usize);
+    for (i, x) in xs.iter().enumerate() {
+        let tract: Vec<Vec<f32>> = engine
+            .run_raw(x)
+            .unwrap()
+            .into_iter()
+            .map(|mut h| h.remove(0))
+            .collect();
+        let judge: Vec<Vec<f32>> = contract
+            .heads
+            .iter()
+            .map(|h| serde_json::from_value(ort["outputs"][&h.name][i].clone()).unwrap())
+            .collect();
+        let sim = common::candle_raw(&candle.net, &contract, x);
+        for (h, head) in contract.heads.iter().enumerate() {
+            for (o, step) in steps[h].iter().enumerate() {
+                let d = (tract[h][o] - judge[h][o]).abs() / step;
+                worst_steps = worst_steps.max(d);
+                assert!(
+                    d <= 1.0,
+                    "image {i} head {} output {o}: tract {} vs onnxruntime {} is {d:.2} steps of {step}",
+                    head.name,
+                    tract[h][o],
+                    judge[h][o]
+                );
+            }
+        }
+        let lt = labels(&contract, &tract);
+        agree += usize::from(lt == labels(&contract, &judge));
+        candle_agree += usize::from(lt == labels(&contract, &sim));
+    }
+    let n = xs.len();
+    let (pa, pc) = (agree as f64 / n as f64, candle_agree as f64 / n as f64);
+    eprintln!(
+        "{form:?} on {n} images: tract vs onnxruntime worst {worst_steps:.3} steps, labels identical {:.1} %; tract vs Candle simulated int8 labels identical {:.1} %",
+        100.0 * pa,
+        100.0 * pc
+    );
+    assert!(pa >= 0.99, "labels agree on only {:.1} %", 100.0 * pa);
+    assert!(
+        pc >= 0.99,
+        "Candle simulation agrees on only {:.1} %",
+        100.0 * pc
+    );
+}
+
+#[test]
+fn int8_qdq_agrees_across_tract_onnxruntime_and_candle() {
+    check(QuantForm::Qdq);
+}
+
+#[test]
+fn int8_qlinear_agrees_across_tract_onnxruntime_and_candle() {
+    check(QuantForm::Qlinear);
+}
+
+#[test]
+fn weight_only_int8_matches_its_dequantized_float_model() {
+    let fx = Fixture::load().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("int8-weights.onnx");
+    let report = export_int8(
+        &fx.checkpoint_path(),
+        &model,
+        &Int8Request {
+            form: QuantForm::Weights,
+            calibration: None,
+            count: 0,
+            method: Method::Percentile,
+        },
+    )
+    .unwrap();
+    assert_eq!(report.images, 0);
+    let engine = Engine::load(&model, 1).unwrap();
+    let contract = engine.contract().clone();
+    let candle = load_onnx(&model, &Device::Cpu).unwrap();
+    assert!(candle.grids.is_empty(), "float activations");
+    for x in fx.inputs(&contract).unwrap() {
+        let t: Vec<Vec<f32>> = engine
+            .run_raw(&x)
+            .unwrap()
+            .into_iter()
+            .map(|mut h| h.remove(0))
+            .collect();
+        let c = common::candle_raw(&candle.net, &contract, &x);
+        for (a, b) in t.iter().flatten().zip(c.iter().flatten()) {
+            assert!((a - b).abs() < 1e-4, "tract {a} vs Candle {b}");
+        }
+    }
+}
+
+#[test]
+fn an_empty_calibration_folder_is_refused_by_name() {
+    let fx = Fixture::load().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("no-images-here");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = dir.path().join("never.onnx");
+    let e = export_int8(
+        &fx.checkpoint_path(),
+        &out,
+        &Int8Request {
+            form: QuantForm::Qdq,
+            calibration: Some(empty.clone()),
+            count: 64,
+            method: Method::Entropy,
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("no-images-here"), "{e}");
+    assert!(!out.exists(), "nothing written");
+}
