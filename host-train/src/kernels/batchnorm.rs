@@ -275,23 +275,9 @@ impl CustomOp2 for AddRelu {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (a, b) = (
-            f32_data(s1, l1, "fast add-relu", "lhs")?,
-            f32_data(s2, l2, "fast add-relu", "rhs")?,
-        );
-        if l1.dims() != l2.dims() {
-            bail!(
-                "fast add-relu: shapes {:?} and {:?} differ",
-                l1.dims(),
-                l2.dims()
-            );
-        }
-        let y: Vec<f32> = a
-            .par_iter()
-            .zip(b.par_iter())
-            .map(|(&u, &v)| (u + v).max(0.0))
-            .collect();
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
+        zip_map((s1, l1, "lhs"), (s2, l2, "rhs"), "fast add-relu", |a, b| {
+            (a + b).max(0.0)
+        })
     }
 
     fn bwd(
@@ -321,24 +307,42 @@ impl CustomOp2 for ReluGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (dy, y) = (
-            f32_data(s1, l1, "fast relu grad", "gradient")?,
-            f32_data(s2, l2, "fast relu grad", "output")?,
-        );
-        if dy.len() != y.len() {
-            bail!(
-                "fast relu grad: {} gradients for {} outputs",
-                dy.len(),
-                y.len()
-            );
-        }
-        let g: Vec<f32> = dy
-            .par_iter()
-            .zip(y.par_iter())
-            .map(|(&g, &v)| if v > 0.0 { g } else { 0.0 })
-            .collect();
-        Ok((CpuStorage::F32(g), l1.shape().clone()))
+        zip_map(
+            (s1, l1, "gradient"),
+            (s2, l2, "output"),
+            "fast relu grad",
+            |g, y| {
+                if y > 0.0 {
+                    g
+                } else {
+                    0.0
+                }
+            },
+        )
     }
+}
+
+/// `f(a[i], b[i])` over two same-shaped contiguous f32 tensors, in parallel.
+fn zip_map(
+    (s1, l1, what1): (&CpuStorage, &Layout, &str),
+    (s2, l2, what2): (&CpuStorage, &Layout, &str),
+    op: &str,
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) -> Result<(CpuStorage, Shape)> {
+    let (a, b) = (f32_data(s1, l1, op, what1)?, f32_data(s2, l2, op, what2)?);
+    if l1.dims() != l2.dims() {
+        bail!(
+            "{op}: {what1} {:?} and {what2} {:?} differ",
+            l1.dims(),
+            l2.dims()
+        );
+    }
+    let out: Vec<f32> = a
+        .par_iter()
+        .zip(b.par_iter())
+        .map(|(&u, &v)| f(u, v))
+        .collect();
+    Ok((CpuStorage::F32(out), l1.shape().clone()))
 }
 
 #[cfg(test)]
