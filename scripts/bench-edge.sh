@@ -10,11 +10,7 @@ MODEL=${1:?usage: scripts/bench-edge.sh MODEL.onnx [BATCH] [THREADS] [ROUNDS]}
 BATCH=${2:-1}
 THREADS=${3:-1}
 ROUNDS=${4:-3}
-VENV=${HYDRANET_VENV:-$HOME/.cache/hydranet-edge/venv}
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-fi
-"$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/parity/requirements.txt
+. scripts/judge-venv.sh
 
 cargo build --release --locked -p host-train -p edge-runtime
 TARGET=${CARGO_TARGET_DIR:-target}

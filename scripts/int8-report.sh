@@ -12,11 +12,7 @@ CAL=${2:-../shared/datasets/utkface/UTKFace}
 ROUNDS=${3:-3}
 METHOD=${4:-percentile}
 COUNT=${5:-512}
-VENV=${HYDRANET_VENV:-$HOME/.cache/hydranet-edge/venv}
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-fi
-"$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/parity/requirements.txt
+. scripts/judge-venv.sh
 cargo build --release --locked -p host-train -p edge-runtime
 TARGET=${CARGO_TARGET_DIR:-target}
 HT="$TARGET/release/host-train"

@@ -15,12 +15,7 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo --version
 
 echo "== python judge (onnx, onnxruntime) for the parity tests"
-VENV=${HYDRANET_VENV:-$HOME/.cache/hydranet-edge/venv}
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-fi
-"$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/parity/requirements.txt
-export HYDRANET_PYTHON="$VENV/bin/python"
+. scripts/judge-venv.sh
 
 echo "== format"
 cargo fmt --all -- --check

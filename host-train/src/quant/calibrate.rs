@@ -11,7 +11,10 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
 };
 
 use candle_core::{Device, Result as CResult, Tensor};
@@ -143,8 +146,9 @@ struct PointStats {
 }
 
 /// Records each point's range (first pass) or |x| histogram (second pass).
+#[derive(Default)]
 struct Observer {
-    histogram: bool,
+    histogram: AtomicBool,
     points: Mutex<BTreeMap<String, PointStats>>,
 }
 
@@ -163,7 +167,7 @@ impl Tap for Observer {
             absmax: 0.0,
             hist: vec![0; BINS],
         });
-        if self.histogram {
+        if self.histogram.load(Ordering::Relaxed) {
             let width = s.absmax / BINS as f32;
             if width > 0.0 {
                 for a in v.iter().map(|x| x.abs()) {
@@ -186,10 +190,10 @@ impl Tap for Observer {
     }
 }
 
-/// Runs `inputs` through a copy of the network built by `build` and returns each
-/// activation point's uint8 grid.
+/// Runs the calibration images through `net` (twice: ranges, then histograms) and
+/// returns each activation point's uint8 grid.
 pub fn calibrate(
-    build: impl Fn() -> Result<HydraNet>,
+    net: HydraNet,
     set: &CalibrationSet,
     spec: &PreprocessSpec,
     method: Method,
@@ -197,37 +201,23 @@ pub fn calibrate(
     device: &Device,
 ) -> Result<BTreeMap<String, ActQuant>> {
     let per = spec.input_len();
-    let shape = |n: usize| spec.input_shape(n);
-    let run = |obs: Arc<Observer>| -> Result<Arc<Observer>> {
-        let net = build()?.with_tap(obs.clone());
+    let obs = Arc::new(Observer::default());
+    let net = net.with_tap(obs.clone());
+    for histogram in [false, true] {
+        obs.histogram.store(histogram, Ordering::Relaxed);
         for chunk in set.inputs.chunks(per * batch.max(1)) {
             let n = chunk.len() / per;
-            let x = Tensor::from_slice(chunk, shape(n).to_vec(), device)?;
+            let x = Tensor::from_slice(chunk, spec.input_shape(n).to_vec(), device)?;
             net.forward_t(&x, false)?;
         }
-        Ok(obs)
-    };
-    let ranges = run(Arc::new(Observer {
-        histogram: false,
-        points: Mutex::default(),
-    }))?;
-    let ranges = ranges
+    }
+    let points = obs
         .points
         .lock()
-        .map_err(|_| Error::Config("calibration observer poisoned".into()))?
-        .clone();
-    let hists = run(Arc::new(Observer {
-        histogram: true,
-        points: Mutex::new(ranges),
-    }))?;
-    let points = hists
-        .points
-        .lock()
-        .map_err(|_| Error::Config("calibration observer poisoned".into()))?
-        .clone();
+        .map_err(|_| Error::Config("calibration observer poisoned".into()))?;
     Ok(points
-        .into_iter()
-        .map(|(name, s)| (name, choose(&s, method)))
+        .iter()
+        .map(|(name, s)| (name.clone(), choose(s, method)))
         .collect())
 }
 
