@@ -395,11 +395,27 @@ mod tests {
                 let r = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
                 let gf = (&got * &r).unwrap().sum_all().unwrap().backward().unwrap();
                 let gr = (&want * &r).unwrap().sum_all().unwrap().backward().unwrap();
-                for (v, what) in [(&x, "input"), (&g, "weight"), (&b, "bias")] {
+                // The input gradient is a difference of terms of size |γ|/σ; with
+                // few elements per channel (the 1x1 case) it cancels to ~0 and
+                // float rounding in either implementation scales with |γ|/σ, so
+                // the tolerance does too (inputs are unseeded random draws).
+                let gain = (g.as_tensor().abs().unwrap()
+                    / (&want_var + 1e-5).unwrap().sqrt().unwrap())
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                .max(1.0);
+                for (v, what, tol) in [
+                    (&x, "input", 1e-3 * gain),
+                    (&g, "weight", 1e-3),
+                    (&b, "bias", 1e-3),
+                ] {
                     let d = super::super::max_abs_diff(gf.get(v).unwrap(), gr.get(v).unwrap());
                     assert!(
-                        d < 1e-3,
-                        "{what} gradient differs by {d} for {shape:?}, relu {relu}"
+                        d < tol,
+                        "{what} gradient differs by {d} (tolerance {tol}) for {shape:?}, relu {relu}"
                     );
                 }
             }
