@@ -1,0 +1,23 @@
+//! Board tasks for HydraNet edge: board profiles, cross-building edge-runtime, release
+//! bundles, and installing them into a board's root file system or over ssh.
+//! The command line is in main.rs; boards/README.md documents both.
+
+pub mod board;
+pub mod build;
+pub mod bundle;
+pub mod error;
+pub mod flash;
+pub mod onnx;
+pub mod util;
+
+pub use error::{Error, Result};
+
+use std::path::{Path, PathBuf};
+
+/// The workspace this xtask belongs to (xtask/..).
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map_or_else(|| manifest_dir.join(".."), Path::to_path_buf)
+}
