@@ -5,6 +5,7 @@
 # another copy. CARGO_TARGET_DIR may point outside the clone to reuse a build cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
 echo "== toolchain"
 if ! command -v cargo >/dev/null; then
@@ -27,5 +28,36 @@ echo "== models builds for the boards (aarch64)"
 rustup target add aarch64-unknown-linux-gnu >/dev/null
 cargo check -p models --target aarch64-unknown-linux-gnu --locked
 
-echo "== tests"
+echo "== tests (x86_64)"
 cargo test --workspace --locked
+
+echo "== aarch64 cross toolchain and QEMU (Debian packages, rustup targets)"
+PKGS=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross linux-libc-dev-arm64-cross qemu-user
+  qemu-system-arm libclang-dev clang cpio binutils)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""
+  [[ $(id -u) == 0 ]] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+rustup target add aarch64-unknown-linux-gnu aarch64-unknown-linux-musl >/dev/null
+
+echo "== parity on aarch64 under qemu-aarch64 -cpu cortex-a72 (gnu, then musl)"
+for libc in gnu musl; do
+  log="$CARGO_TARGET_DIR/parity-aarch64-$libc.log"
+  cargo test --locked --profile cross --target "aarch64-unknown-linux-$libc" -p edge-runtime \
+    --test fixture -- --nocapture >"$log" 2>&1 || { cat "$log"; exit 1; }
+  grep -E "vs tract|test result" "$log"
+done
+
+echo "== boot test: the rpi4 bundle on an emulated arm64 board with a V4L2 camera (vivid)"
+BOOT=$(mktemp -d)
+trap 'rm -rf "$BOOT"' EXIT
+cargo xtask bundle --board rpi4 --model tests/fixtures/parity-v1/model.onnx \
+  --binary "$CARGO_TARGET_DIR/aarch64-unknown-linux-musl/cross/edge-runtime" --out "$BOOT"
+boards/qemu/boot-test.sh --bundle "$BOOT"/hydranet-edge-rpi4-*.tar.gz --log "$BOOT/console.log"
+scripts/check-boot-log.py "$BOOT/console.log"

@@ -20,7 +20,7 @@ readonly E_MODULE=5     # a kernel module failed to load
 readonly E_NOVIDEO=6    # /dev/video0 missing or not a capture node
 readonly E_NOEXIT=7     # boot marker seen, but the VM ended before HYDRANET-EXIT
 
-readonly DEFAULT_CMD="/opt/hydranet/bin/edge-runtime run --model /opt/hydranet/model/model.onnx --source v4l:/dev/video0 --max-predictions 3 --json"
+readonly DEFAULT_CMD="/opt/hydranet/bin/edge-runtime run --model /opt/hydranet/model/model.onnx --source v4l:/dev/video0 --camera-format yuyv --fps 30 --max-predictions 3 --progress 0"
 readonly PROBE_CMD="/opt/hydranet/bin/v4l-probe -d /dev/video0 -n 5 -W 640 -H 480 -f YUYV"
 # Debian bookworm, arm64. The mirrors can be overridden from the environment.
 readonly DEBIAN_SUITE=bookworm

@@ -5,6 +5,8 @@
 mod dequant;
 pub mod engine;
 pub mod error;
+pub mod pipeline;
+pub mod source;
 pub mod stats;
 
 pub use engine::Engine;

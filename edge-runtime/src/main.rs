@@ -26,6 +26,10 @@ enum Command {
     Bench(cli::bench::Args),
     /// Print the model's contract.
     Info(cli::info::Args),
+    /// Camera (or folder, or pattern) → model → one JSON line per steady prediction.
+    Run(cli::run::Args),
+    /// List cameras and the formats each offers.
+    Sources(cli::sources::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +47,8 @@ fn main() -> ExitCode {
         Command::Eval(a) => cli::eval::run(a),
         Command::Bench(a) => cli::bench::run(a),
         Command::Info(a) => cli::info::run(a),
+        Command::Run(a) => cli::run::run(a),
+        Command::Sources(a) => cli::sources::run(a),
     };
     match result {
         Ok(code) => code,

@@ -3,8 +3,81 @@
 use std::collections::BTreeMap;
 
 use edge_runtime::Engine;
-use hydranet_fixture::{case_outputs, max_abs_diff, Fixture, FP32_TOLERANCE};
+use hydranet_fixture::{case_outputs, fixture_dir, max_abs_diff, Case, Fixture, FP32_TOLERANCE};
 use models::decode::decode;
+
+/// tract's own outputs on x86_64: what every other architecture is held to.
+const X86_REFERENCE: &str = "tract-x86_64.json";
+/// Largest difference allowed between tract on another CPU and tract on x86_64.
+const CROSS_ARCH_TOLERANCE: f32 = 1e-5;
+
+/// tract's outputs and labels for every fixture case.
+fn tract_cases(fx: &Fixture) -> Vec<Case> {
+    let engine = Engine::load(&fx.model_path(), 1).unwrap();
+    let c = engine.contract().clone();
+    fx.cases
+        .iter()
+        .zip(fx.inputs(&c).unwrap())
+        .map(|(case, input)| {
+            let raw: Vec<Vec<f32>> = engine
+                .run_raw(&input)
+                .unwrap()
+                .into_iter()
+                .map(|mut h| h.remove(0))
+                .collect();
+            let refs: Vec<&[f32]> = raw.iter().map(|r| r.as_slice()).collect();
+            let (outputs, labels) = case_outputs(&c, &raw, &decode(&c.heads, &refs).unwrap());
+            Case {
+                outputs,
+                labels,
+                ..case.clone()
+            }
+        })
+        .collect()
+}
+
+/// On x86_64 with `HYDRANET_WRITE_TRACT_REFERENCE=1`, rewrites the reference; everywhere
+/// else (aarch64 gnu and musl under QEMU, and x86_64 itself) checks against it.
+#[test]
+fn tract_matches_its_x86_64_reference_on_this_cpu() {
+    let fx = Fixture::load().unwrap();
+    let got = tract_cases(&fx);
+    let path = fixture_dir().join(X86_REFERENCE);
+    let arch = std::env::consts::ARCH;
+    if std::env::var_os("HYDRANET_WRITE_TRACT_REFERENCE").is_some() {
+        assert_eq!(arch, "x86_64", "the reference is tract on x86_64");
+        let reference = Fixture {
+            produced_by: "edge-runtime tests/fixture.rs with HYDRANET_WRITE_TRACT_REFERENCE=1 \
+                          (tract-onnx 0.23.9, x86_64)"
+                .into(),
+            cases: got,
+            ..fx
+        };
+        let json = serde_json::to_string_pretty(&reference).unwrap();
+        std::fs::write(&path, json + "\n").unwrap();
+        eprintln!("wrote {}", path.display());
+        return;
+    }
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let reference: Fixture = serde_json::from_str(&text).unwrap();
+    assert_eq!(reference.cases.len(), got.len(), "{}", path.display());
+    let mut worst = 0.0f32;
+    let mut same_labels = 0;
+    for (want, case) in reference.cases.iter().zip(&got) {
+        assert_eq!(want.name, case.name);
+        let d = max_abs_diff(&want.outputs, &case.outputs);
+        let w = d.values().copied().fold(0.0, f32::max);
+        assert!(w <= CROSS_ARCH_TOLERANCE, "{}: {d:?}", case.name);
+        assert_eq!(want.labels, case.labels, "{}", case.name);
+        same_labels += 1;
+        worst = worst.max(w);
+    }
+    eprintln!(
+        "tract {arch} ({}) vs tract x86_64: max abs diff {worst:e}, labels identical on {same_labels}/{} cases",
+        if cfg!(target_env = "musl") { "musl" } else { "gnu" },
+        got.len()
+    );
+}
 
 #[test]
 fn tract_reproduces_the_fixture_outputs_and_labels() {

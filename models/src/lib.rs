@@ -14,9 +14,10 @@ pub mod error;
 pub mod heads;
 pub mod metrics;
 pub mod preprocess;
+pub mod smooth;
 
 pub use contract::{Calibration, Contract, Quantization, CONTRACT_VERSION};
 pub use decode::{HeadOutput, Prediction};
 pub use error::{Error, Result};
 pub use heads::{HeadKind, HeadSpec};
-pub use preprocess::PreprocessSpec;
+pub use preprocess::{GuideBox, PreprocessSpec, Region};

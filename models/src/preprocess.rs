@@ -159,6 +159,168 @@ pub fn preprocess_into(img: &DynamicImage, spec: &PreprocessSpec, out: &mut [f32
     normalize_hwc_into(rgb.as_raw(), spec, out)
 }
 
+/// A rectangle of a frame, in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Region {
+    /// Left edge.
+    pub x: u32,
+    /// Top edge.
+    pub y: u32,
+    /// Width (at least 1).
+    pub width: u32,
+    /// Height (at least 1).
+    pub height: u32,
+}
+
+/// Where the face should be in a camera frame: the box drawn on screen ("put your face in
+/// the box") and the only part of the frame the network sees.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct GuideBox {
+    /// Centre, as a fraction of the frame width.
+    pub center_x: f32,
+    /// Centre, as a fraction of the frame height.
+    pub center_y: f32,
+    /// Box height as a fraction of the frame height; the width follows the network input's
+    /// aspect ratio, so a face in the box is never distorted.
+    pub height: f32,
+}
+
+impl Default for GuideBox {
+    fn default() -> Self {
+        Self {
+            center_x: 0.5,
+            center_y: 0.5,
+            height: 0.7,
+        }
+    }
+}
+
+impl std::str::FromStr for GuideBox {
+    type Err = String;
+
+    /// `cx,cy,h`, each a fraction of the frame, e.g. `0.5,0.5,0.7`.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let v: Vec<f32> = s
+            .split(',')
+            .map(|p| p.trim().parse::<f32>())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| format!("guide box `{s}`: {e} (expected cx,cy,height fractions)"))?;
+        let [center_x, center_y, height] = v[..] else {
+            return Err(format!(
+                "guide box `{s}` has {} numbers; expected cx,cy,height",
+                v.len()
+            ));
+        };
+        let unit = |x: f32| x.is_finite() && (0.0..=1.0).contains(&x);
+        if !(unit(center_x) && unit(center_y) && unit(height) && height > 0.0) {
+            return Err(format!(
+                "guide box `{s}`: every number must be a fraction in 0..=1 and the height > 0"
+            ));
+        }
+        Ok(Self {
+            center_x,
+            center_y,
+            height,
+        })
+    }
+}
+
+impl GuideBox {
+    /// The box in a `width x height` frame, with the input's aspect ratio, shrunk to fit
+    /// inside the frame.
+    pub fn region(&self, width: u32, height: u32, spec: &PreprocessSpec) -> Region {
+        let aspect = spec.width as f32 / spec.height as f32;
+        let mut h = (self.height * height as f32).max(1.0);
+        let mut w = h * aspect;
+        if w > width as f32 {
+            w = width as f32;
+            h = w / aspect;
+        }
+        let (w, h) = (
+            (w.round() as u32).clamp(1, width.max(1)),
+            (h.round() as u32).clamp(1, height.max(1)),
+        );
+        let clamp_start = |centre: f32, size: u32, limit: u32| {
+            let start = (centre * limit as f32 - size as f32 / 2.0).round();
+            (start.max(0.0) as u32).min(limit.saturating_sub(size))
+        };
+        Region {
+            x: clamp_start(self.center_x, w, width),
+            y: clamp_start(self.center_y, h, height),
+            width: w,
+            height: h,
+        }
+    }
+}
+
+/// The preprocessing function for a region of an interleaved RGB8 frame (a camera frame):
+/// the region is letterboxed into the input size (resized with the spec's filter, keeping
+/// its aspect ratio; the margin is the mean colour, which normalises to zero) and
+/// normalised like [`preprocess`]. `canvas` is reused between frames.
+pub fn preprocess_region_into(
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+    region: Region,
+    spec: &PreprocessSpec,
+    canvas: &mut Vec<u8>,
+    out: &mut [f32],
+) -> Result<()> {
+    let frame_len = width as usize * height as usize * 3;
+    if rgb.len() != frame_len {
+        return Err(Error::BufferSize {
+            expected: frame_len,
+            got: rgb.len(),
+        });
+    }
+    let inside = region.width > 0
+        && region.height > 0
+        && region.x.saturating_add(region.width) <= width
+        && region.y.saturating_add(region.height) <= height;
+    if !inside {
+        return Err(Error::InvalidContract(format!(
+            "region {region:?} is not inside the {width}x{height} frame"
+        )));
+    }
+    let (tw, th) = (spec.width, spec.height);
+    let fit = (tw as f32 / region.width as f32).min(th as f32 / region.height as f32);
+    let fw = ((region.width as f32 * fit).round() as u32).clamp(1, tw);
+    let fh = ((region.height as f32 * fit).round() as u32).clamp(1, th);
+    let (ox, oy) = ((tw - fw) / 2, (th - fh) / 2);
+    let pad = [0, 1, 2].map(|c| (spec.mean[c] * 255.0).round() as u8);
+    canvas.clear();
+    for _ in 0..tw as usize * th as usize {
+        canvas.extend_from_slice(&pad);
+    }
+    let frame = image::ImageBuffer::<image::Rgb<u8>, &[u8]>::from_raw(width, height, rgb).ok_or(
+        Error::BufferSize {
+            expected: frame_len,
+            got: rgb.len(),
+        },
+    )?;
+    let crop = image::imageops::crop_imm(&frame, region.x, region.y, region.width, region.height);
+    let row = fw as usize * 3;
+    let mut paste = |src: &[u8]| {
+        for (y, line) in src.chunks_exact(row).enumerate() {
+            let start = ((oy as usize + y) * tw as usize + ox as usize) * 3;
+            canvas[start..start + row].copy_from_slice(line);
+        }
+    };
+    if (fw, fh) == (region.width, region.height) {
+        // Already the input size: copy the rows straight out of the frame.
+        let frame_row = width as usize * 3;
+        for y in 0..fh as usize {
+            let start = (region.y as usize + y) * frame_row + region.x as usize * 3;
+            let dst = ((oy as usize + y) * tw as usize + ox as usize) * 3;
+            canvas[dst..dst + row].copy_from_slice(&rgb[start..start + row]);
+        }
+    } else {
+        let resized = image::imageops::resize(&*crop, fw, fh, spec.resize.filter_type());
+        paste(resized.as_raw());
+    }
+    normalize_hwc_into(canvas, spec, out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +373,109 @@ mod tests {
         let mut out = vec![0.0; 12];
         assert!(normalize_hwc_into(&[0; 11], &spec, &mut out).is_err());
         assert!(normalize_hwc_into(&[0; 12], &spec, &mut out[..5]).is_err());
+    }
+
+    #[test]
+    fn a_region_the_input_size_is_the_whole_image_path() {
+        // A region already at the input's aspect ratio is exactly `preprocess` of the crop.
+        let spec = PreprocessSpec::new(8);
+        let frame = RgbImage::from_fn(40, 30, |x, y| Rgb([(x * 6) as u8, (y * 8) as u8, 77]));
+        let region = Region {
+            x: 5,
+            y: 3,
+            width: 24,
+            height: 24,
+        };
+        let mut canvas = Vec::new();
+        let mut got = vec![0.0; spec.input_len()];
+        preprocess_region_into(frame.as_raw(), 40, 30, region, &spec, &mut canvas, &mut got)
+            .unwrap();
+        let crop = image::imageops::crop_imm(&frame, 5, 3, 24, 24).to_image();
+        let want = preprocess(&DynamicImage::ImageRgb8(crop), &spec);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_wide_region_is_letterboxed_with_zero_margins() {
+        let spec = PreprocessSpec::new(4);
+        let frame = RgbImage::from_pixel(8, 4, Rgb([255, 255, 255]));
+        let region = Region {
+            x: 0,
+            y: 0,
+            width: 8,
+            height: 4,
+        };
+        let mut canvas = Vec::new();
+        let mut out = vec![0.0; spec.input_len()];
+        preprocess_region_into(frame.as_raw(), 8, 4, region, &spec, &mut canvas, &mut out).unwrap();
+        // 8x4 fits as 4x2 in the middle rows; rows 0 and 3 are the margin.
+        for c in 0..3 {
+            let plane = &out[c * 16..(c + 1) * 16];
+            let white = (1.0 - spec.mean[c]) / spec.std[c];
+            for (i, v) in plane.iter().enumerate() {
+                let margin = !(4..12).contains(&i);
+                let want = if margin { 0.0 } else { white };
+                assert!(
+                    (v - want).abs() < 0.01,
+                    "channel {c} pixel {i}: {v} vs {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn guide_boxes_parse_fit_and_refuse_nonsense() {
+        let spec = PreprocessSpec::new(64);
+        let g: GuideBox = "0.5,0.5,0.5".parse().unwrap();
+        let r = g.region(640, 480, &spec);
+        assert_eq!(
+            r,
+            Region {
+                x: 200,
+                y: 120,
+                width: 240,
+                height: 240
+            }
+        );
+        // A box hanging off the corner is pushed inside; a too-tall one shrinks.
+        let r = "1,1,0.5"
+            .parse::<GuideBox>()
+            .unwrap()
+            .region(640, 480, &spec);
+        assert_eq!((r.x + r.width, r.y + r.height), (640, 480));
+        let r = GuideBox::default().region(100, 400, &spec);
+        assert!(r.width <= 100 && r.height <= 400 && r.width == r.height);
+        for bad in [
+            "",
+            "0.5,0.5",
+            "0.5,0.5,0",
+            "2,0.5,0.5",
+            "a,b,c",
+            "0.5,0.5,0.5,1",
+        ] {
+            assert!(bad.parse::<GuideBox>().is_err(), "{bad}");
+        }
+        let mut out = vec![0.0; spec.input_len()];
+        let outside = Region {
+            x: 600,
+            y: 0,
+            width: 64,
+            height: 64,
+        };
+        let frame = vec![0u8; 640 * 480 * 3];
+        assert!(preprocess_region_into(
+            &frame,
+            640,
+            480,
+            outside,
+            &spec,
+            &mut Vec::new(),
+            &mut out
+        )
+        .is_err());
+        assert!(
+            preprocess_region_into(&frame[1..], 640, 480, r, &spec, &mut Vec::new(), &mut out)
+                .is_err()
+        );
     }
 }

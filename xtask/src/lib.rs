@@ -14,9 +14,14 @@ pub use error::{Error, Result};
 
 use std::path::{Path, PathBuf};
 
-/// The workspace this xtask belongs to (xtask/..).
+/// The workspace this xtask belongs to (xtask/..). `cargo run` sets CARGO_MANIFEST_DIR at
+/// run time too, and that one wins: a binary built from another checkout (cargo shares a
+/// target folder between clones) still works on the checkout that runs it.
 pub fn workspace_root() -> PathBuf {
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let manifest_dir = manifest_dir.as_path();
     manifest_dir
         .parent()
         .map_or_else(|| manifest_dir.join(".."), Path::to_path_buf)

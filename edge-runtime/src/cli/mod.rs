@@ -3,6 +3,8 @@ pub mod bench;
 pub mod eval;
 pub mod info;
 pub mod predict;
+pub mod run;
+pub mod sources;
 
 /// Sets tract's executor to `n` threads (1 = tract's default, single-threaded).
 pub fn set_threads(n: usize) -> anyhow::Result<()> {

@@ -1,0 +1,452 @@
+//! Capture thread → inference → output.
+//!
+//! The capture thread owns the source and never waits for inference: finished frames go
+//! through a fixed-capacity lock-free queue (`heapless::spsc::Queue`), and empty buffers come
+//! back through a second one, so after start-up no frame allocates. When inference is
+//! slower than the camera the consumer takes the newest frame and recycles the older ones
+//! (counted as dropped); when every buffer is in flight the capture thread overwrites its
+//! own frame (also counted). A source that fails with a retryable error (camera unplugged,
+//! busy, EIO) is reopened with exponential backoff while the process keeps running.
+use std::{
+    ops::ControlFlow,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        Mutex,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use heapless::spsc::Queue;
+use models::{
+    decode::decode,
+    preprocess::preprocess_region_into,
+    smooth::{SmoothConfig, Smoothed, Smoother},
+    GuideBox, Prediction, Region,
+};
+use serde::Serialize;
+
+use crate::{
+    source::{Frame, FrameSource, SourceError},
+    Engine,
+};
+
+/// Frames that may wait for inference (the queue holds one less than its size).
+const READY_SLOTS: usize = 4;
+/// Buffers in circulation besides the one being captured into.
+const SPARE_FRAMES: usize = READY_SLOTS + 1;
+const FREE_SLOTS: usize = SPARE_FRAMES + 2;
+
+/// How the pipeline runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The region of each frame the network sees.
+    pub guide: GuideBox,
+    /// Temporal smoothing and the steady rule.
+    pub smoothing: SmoothConfig,
+    /// Stop after this many processed frames.
+    pub max_frames: Option<u64>,
+    /// First wait before reopening a lost source; doubles up to `retry_max`.
+    pub retry_initial: Duration,
+    /// Longest wait between reopen attempts.
+    pub retry_max: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            guide: GuideBox::default(),
+            smoothing: SmoothConfig::default(),
+            max_frames: None,
+            retry_initial: Duration::from_millis(250),
+            retry_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Live counters, shared with whoever reports health (the kiosk, the CLI).
+#[derive(Debug, Default)]
+pub struct Status {
+    /// Frames the source delivered.
+    pub captured: AtomicU64,
+    /// Frames captured but never run (inference was busy).
+    pub dropped: AtomicU64,
+    /// Frames run through the network.
+    pub processed: AtomicU64,
+    /// Whether the source is delivering.
+    pub source_ok: AtomicBool,
+    /// Times the source was reopened after a failure.
+    pub reconnects: AtomicU64,
+    /// The last source error, for health reports (written on errors only).
+    pub last_error: Mutex<Option<String>>,
+    /// The source's own description once open.
+    pub source: Mutex<Option<String>>,
+}
+
+/// Time spent per stage on one frame.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StageTimes {
+    /// Capture and conversion to RGB (in the capture thread).
+    pub capture: Duration,
+    /// Guide-box crop, letterbox and normalisation.
+    pub preprocess: Duration,
+    /// The network.
+    pub inference: Duration,
+    /// Decoding, smoothing and the sink.
+    pub output: Duration,
+}
+
+/// What the sink sees for each processed frame.
+pub struct Processed<'a> {
+    /// The frame (RGB8), valid during the call only.
+    pub frame: &'a Frame,
+    /// The guide box in this frame.
+    pub region: Region,
+    /// This frame's own answer.
+    pub raw: &'a Prediction,
+    /// The answer smoothed over recent frames.
+    pub smoothed: &'a Smoothed,
+    /// Stage times (`output` covers decoding and smoothing, not the sink itself).
+    pub times: StageTimes,
+}
+
+/// Where results go.
+pub trait Sink {
+    /// Called for every processed frame; `Break` stops the pipeline.
+    fn frame(&mut self, processed: &Processed<'_>) -> ControlFlow<()>;
+    /// Called at least every 100 ms whatever the source does (liveness, watchdogs).
+    fn tick(&mut self, _status: &Status) {}
+}
+
+/// Per-stage totals.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StageTotals {
+    /// Mean capture/convert time, ms.
+    pub capture_ms: f64,
+    /// Mean preprocess time, ms.
+    pub preprocess_ms: f64,
+    /// Mean inference time, ms.
+    pub inference_ms: f64,
+    /// Mean output time, ms.
+    pub output_ms: f64,
+}
+
+/// How a run went.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Source description (the last one opened).
+    pub source: Option<String>,
+    /// Frames delivered by the source.
+    pub captured: u64,
+    /// Frames run.
+    pub processed: u64,
+    /// Frames dropped because inference was busy.
+    pub dropped: u64,
+    /// Reopens after failures.
+    pub reconnects: u64,
+    /// Wall time from the first processed frame to the end, seconds.
+    pub seconds: f64,
+    /// Processed frames per second over that time.
+    pub fps: f64,
+    /// Mean per-stage times over processed frames.
+    pub stages: StageTotals,
+    /// Why it stopped.
+    pub ended: String,
+}
+
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
+    let end = Instant::now() + d;
+    while !stop.load(Relaxed) {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        thread::sleep((end - now).min(Duration::from_millis(50)));
+    }
+}
+
+/// Runs the pipeline until the source ends, `stop` is set, the sink breaks or
+/// `max_frames` are processed. `open` is called for the first open and every reopen.
+/// An unrecoverable source error is returned after the frames already captured are done.
+pub fn run<O, S>(
+    mut open: O,
+    engine: &Engine,
+    config: &Config,
+    status: &Status,
+    stop: &AtomicBool,
+    sink: &mut S,
+) -> Result<Report, PipelineError>
+where
+    O: FnMut() -> Result<Box<dyn FrameSource>, SourceError> + Send,
+    S: Sink + ?Sized,
+{
+    if engine.batch() != 1 {
+        return Err(PipelineError::Config(format!(
+            "the engine runs batches of {}; frames go one at a time",
+            engine.batch()
+        )));
+    }
+    let contract = engine.contract();
+    let spec = &contract.preprocess;
+    let mut smoother = Smoother::new(&contract.heads, config.smoothing)
+        .map_err(|e| PipelineError::Config(e.to_string()))?;
+    let mut ready: Queue<Frame, READY_SLOTS> = Queue::new();
+    let mut free: Queue<Frame, FREE_SLOTS> = Queue::new();
+    let (mut ready_tx, mut ready_rx) = ready.split();
+    let (mut free_tx, mut free_rx) = free.split();
+    for _ in 0..SPARE_FRAMES {
+        // Cannot fail: the free queue holds every buffer there is.
+        let _ = free_tx.enqueue(Frame::default());
+    }
+    let capture_done = AtomicBool::new(false);
+    let fatal: Mutex<Option<SourceError>> = Mutex::new(None);
+    let consumer = thread::current();
+
+    thread::scope(|scope| {
+        let capture = scope.spawn(|| {
+            let mut frame = Frame::default();
+            let mut source: Option<Box<dyn FrameSource>> = None;
+            let mut backoff = config.retry_initial;
+            let mut seq = 0u64;
+            let mut failed_once = false;
+            let fail = |e: SourceError, backoff: &mut Duration| -> bool {
+                status.source_ok.store(false, Relaxed);
+                if let Ok(mut last) = status.last_error.lock() {
+                    *last = Some(e.to_string());
+                }
+                if !e.is_retryable() {
+                    if !matches!(e, SourceError::Ended { .. }) {
+                        tracing::error!("{e}");
+                    }
+                    if let Ok(mut f) = fatal.lock() {
+                        *f = Some(e);
+                    }
+                    return false;
+                }
+                tracing::warn!("{e}; retrying in {:.2} s", backoff.as_secs_f32());
+                sleep_unless_stopped(*backoff, stop);
+                *backoff = (*backoff * 2).min(config.retry_max);
+                true
+            };
+            while !stop.load(Relaxed) {
+                if source.is_none() {
+                    match open() {
+                        Ok(s) => {
+                            if failed_once {
+                                status.reconnects.fetch_add(1, Relaxed);
+                            }
+                            tracing::info!("source: {}", s.describe());
+                            if let Ok(mut d) = status.source.lock() {
+                                *d = Some(s.describe());
+                            }
+                            source = Some(s);
+                        }
+                        Err(e) => {
+                            failed_once = true;
+                            if fail(e, &mut backoff) {
+                                continue;
+                            }
+                            break;
+                        }
+                    }
+                }
+                let Some(src) = source.as_mut() else {
+                    continue;
+                };
+                match src.next_frame(&mut frame) {
+                    Ok(()) => {
+                        status.source_ok.store(true, Relaxed);
+                        backoff = config.retry_initial;
+                        frame.seq = seq;
+                        seq += 1;
+                        status.captured.fetch_add(1, Relaxed);
+                        // Only this thread enqueues, so a ready queue with room stays so.
+                        if !ready_tx.ready() {
+                            status.dropped.fetch_add(1, Relaxed);
+                            continue;
+                        }
+                        let Some(spare) = free_rx.dequeue() else {
+                            status.dropped.fetch_add(1, Relaxed);
+                            continue;
+                        };
+                        let full = std::mem::replace(&mut frame, spare);
+                        if let Err(back) = ready_tx.enqueue(full) {
+                            frame = back;
+                        }
+                        consumer.unpark();
+                    }
+                    Err(e) => {
+                        source = None;
+                        failed_once = true;
+                        if !fail(e, &mut backoff) {
+                            break;
+                        }
+                    }
+                }
+            }
+            capture_done.store(true, Relaxed);
+            consumer.unpark();
+        });
+
+        let mut input = vec![0f32; spec.input_len()];
+        let mut canvas = Vec::new();
+        let mut totals = [Duration::ZERO; 4];
+        let mut first: Option<Instant> = None;
+        let mut processed = 0u64;
+        let mut last_tick = Instant::now();
+        let mut reconnects_seen = 0;
+        let mut ended = "source ended".to_string();
+        let mut error = None;
+        loop {
+            if last_tick.elapsed() >= Duration::from_millis(100) {
+                sink.tick(status);
+                last_tick = Instant::now();
+            }
+            if stop.load(Relaxed) {
+                ended = "stopped".into();
+                break;
+            }
+            let mut latest: Option<Frame> = None;
+            while let Some(f) = ready_rx.dequeue() {
+                if let Some(old) = latest.replace(f) {
+                    status.dropped.fetch_add(1, Relaxed);
+                    let _ = free_tx.enqueue(old);
+                }
+            }
+            let Some(frame) = latest else {
+                if capture_done.load(Relaxed) && !ready_rx.ready() {
+                    break;
+                }
+                thread::park_timeout(Duration::from_millis(50));
+                continue;
+            };
+            let reconnects = status.reconnects.load(Relaxed);
+            if reconnects != reconnects_seen {
+                // A reopened camera may point elsewhere: old frames say nothing now.
+                reconnects_seen = reconnects;
+                smoother.reset();
+            }
+            let step = (|| -> Result<ControlFlow<()>, PipelineError> {
+                let t0 = Instant::now();
+                let region = config.guide.region(frame.width, frame.height, spec);
+                preprocess_region_into(
+                    &frame.rgb,
+                    frame.width,
+                    frame.height,
+                    region,
+                    spec,
+                    &mut canvas,
+                    &mut input,
+                )
+                .map_err(|e| PipelineError::Frame(e.to_string()))?;
+                let t1 = Instant::now();
+                let raw = engine.run_raw(&input).map_err(PipelineError::Engine)?;
+                let t2 = Instant::now();
+                let per: Vec<&[f32]> = raw.iter().map(|h| h[0].as_slice()).collect();
+                let prediction = decode(&contract.heads, &per)
+                    .map_err(|e| PipelineError::Frame(e.to_string()))?;
+                let smoothed = smoother
+                    .push(&prediction)
+                    .map_err(|e| PipelineError::Frame(e.to_string()))?;
+                let times = StageTimes {
+                    capture: frame.capture_time,
+                    preprocess: t1 - t0,
+                    inference: t2 - t1,
+                    output: t2.elapsed(),
+                };
+                for (t, d) in totals.iter_mut().zip([
+                    times.capture,
+                    times.preprocess,
+                    times.inference,
+                    times.output,
+                ]) {
+                    *t += d;
+                }
+                Ok(sink.frame(&Processed {
+                    frame: &frame,
+                    region,
+                    raw: &prediction,
+                    smoothed: &smoothed,
+                    times,
+                }))
+            })();
+            let _ = free_tx.enqueue(frame);
+            first.get_or_insert_with(Instant::now);
+            processed += 1;
+            status.processed.fetch_add(1, Relaxed);
+            match step {
+                Ok(ControlFlow::Continue(())) => {}
+                Ok(ControlFlow::Break(())) => {
+                    ended = "the output asked to stop".into();
+                    break;
+                }
+                Err(e) => {
+                    error = Some(e);
+                    ended = "error".into();
+                    break;
+                }
+            }
+            if config.max_frames.is_some_and(|m| processed >= m) {
+                ended = format!("{processed} frames processed");
+                break;
+            }
+        }
+        // The capture thread checks `stop` between frames; a camera read returns within
+        // its timeout.
+        stop.store(true, Relaxed);
+        let _ = capture.join();
+        if let Some(e) = error {
+            return Err(e);
+        }
+        if let Some(e) = fatal.lock().ok().and_then(|mut f| f.take()) {
+            if !matches!(e, SourceError::Ended { .. }) {
+                return Err(PipelineError::Source(e));
+            }
+        }
+        let seconds = first.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+        let mean = |d: Duration| {
+            if processed == 0 {
+                0.0
+            } else {
+                d.as_secs_f64() * 1e3 / processed as f64
+            }
+        };
+        Ok(Report {
+            source: status.source.lock().ok().and_then(|s| s.clone()),
+            captured: status.captured.load(Relaxed),
+            processed,
+            dropped: status.dropped.load(Relaxed),
+            reconnects: status.reconnects.load(Relaxed),
+            seconds,
+            fps: if seconds > 0.0 {
+                processed.saturating_sub(1) as f64 / seconds
+            } else {
+                0.0
+            },
+            stages: StageTotals {
+                capture_ms: mean(totals[0]),
+                preprocess_ms: mean(totals[1]),
+                inference_ms: mean(totals[2]),
+                output_ms: mean(totals[3]),
+            },
+            ended,
+        })
+    })
+}
+
+/// Why the pipeline stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The source cannot work (and is not worth retrying).
+    #[error(transparent)]
+    Source(SourceError),
+    /// The model failed on a frame.
+    #[error(transparent)]
+    Engine(crate::Error),
+    /// A frame could not be prepared or decoded.
+    #[error("frame: {0}")]
+    Frame(String),
+    /// The configuration is invalid.
+    #[error("pipeline configuration: {0}")]
+    Config(String),
+}
