@@ -5,9 +5,12 @@
 mod dequant;
 pub mod engine;
 pub mod error;
+#[cfg(feature = "kiosk")]
+pub mod kiosk;
 pub mod pipeline;
 pub mod source;
 pub mod stats;
+pub mod systemd;
 
 pub use engine::Engine;
 pub use error::{Error, Result};

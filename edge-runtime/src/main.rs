@@ -30,6 +30,9 @@ enum Command {
     Run(cli::run::Args),
     /// List cameras and the formats each offers.
     Sources(cli::sources::Args),
+    /// Camera → model → a full-screen web page (live video, answers, health, metrics).
+    #[cfg(feature = "kiosk")]
+    Kiosk(cli::kiosk::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,8 @@ fn main() -> ExitCode {
         Command::Info(a) => cli::info::run(a),
         Command::Run(a) => cli::run::run(a),
         Command::Sources(a) => cli::sources::run(a),
+        #[cfg(feature = "kiosk")]
+        Command::Kiosk(a) => cli::kiosk::run(a),
     };
     match result {
         Ok(code) => code,

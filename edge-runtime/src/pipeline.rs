@@ -50,6 +50,9 @@ pub struct Config {
     pub retry_initial: Duration,
     /// Longest wait between reopen attempts.
     pub retry_max: Duration,
+    /// Retry every source failure, not only the retryable ones (a kiosk never gives up:
+    /// it shows "camera lost" and keeps trying); a source that ended still ends.
+    pub keep_trying: bool,
 }
 
 impl Default for Config {
@@ -60,6 +63,7 @@ impl Default for Config {
             max_frames: None,
             retry_initial: Duration::from_millis(250),
             retry_max: Duration::from_secs(5),
+            keep_trying: false,
         }
     }
 }
@@ -108,6 +112,37 @@ pub struct Processed<'a> {
     pub smoothed: &'a Smoothed,
     /// Stage times (`output` covers decoding and smoothing, not the sink itself).
     pub times: StageTimes,
+}
+
+impl Processed<'_> {
+    /// The JSON of this frame: smoothed answer per head, the frame's own answer, the guide
+    /// box, stage times in ms, and the source's label if it has one. `run` prints it and
+    /// the kiosk streams it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut heads = serde_json::Map::new();
+        for (name, h) in &self.smoothed.heads {
+            heads.insert(name.clone(), serde_json::json!(h));
+        }
+        let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 1e2;
+        let mut v = serde_json::json!({
+            "frame": self.frame.seq,
+            "steady": self.smoothed.steady,
+            "window": self.smoothed.frames,
+            "smoothed": heads,
+            "raw": self.raw,
+            "box": self.region,
+            "ms": {
+                "capture": ms(self.times.capture),
+                "preprocess": ms(self.times.preprocess),
+                "inference": ms(self.times.inference),
+                "output": ms(self.times.output),
+            },
+        });
+        if let Some(label) = &self.frame.label {
+            v["label"] = serde_json::json!(label);
+        }
+        v
+    }
 }
 
 /// Where results go.
@@ -214,8 +249,9 @@ where
                 if let Ok(mut last) = status.last_error.lock() {
                     *last = Some(e.to_string());
                 }
-                if !e.is_retryable() {
-                    if !matches!(e, SourceError::Ended { .. }) {
+                let ended = matches!(e, SourceError::Ended { .. });
+                if !(e.is_retryable() || (config.keep_trying && !ended)) {
+                    if !ended {
                         tracing::error!("{e}");
                     }
                     if let Ok(mut f) = fatal.lock() {

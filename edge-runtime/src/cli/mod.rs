@@ -2,6 +2,8 @@
 pub mod bench;
 pub mod eval;
 pub mod info;
+#[cfg(feature = "kiosk")]
+pub mod kiosk;
 pub mod predict;
 pub mod run;
 pub mod sources;

@@ -19,7 +19,7 @@ use edge_runtime::{
     Engine,
 };
 use models::{smooth::SmoothConfig, GuideBox};
-use serde_json::{json, Map, Value};
+use serde_json::json;
 
 /// Arguments of `run`.
 #[derive(clap::Args, Debug)]
@@ -100,74 +100,12 @@ pub fn stop_flag() -> Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-/// systemd integration: READY=1 once frames flow, WATCHDOG=1 while the loop is alive
-/// (also while a lost camera is being retried: the process is healthy, the camera is not).
-#[derive(Default)]
-pub struct Systemd {
-    ready: bool,
-    watchdog: Option<Duration>,
-    last_ping: Option<Instant>,
-}
-
-impl Systemd {
-    /// Reads `WATCHDOG_USEC`; every call is a no-op outside systemd.
-    pub fn new() -> Self {
-        Self {
-            watchdog: sd_notify::watchdog_enabled(),
-            ..Self::default()
-        }
-    }
-
-    /// Pings the watchdog at half its period and says READY once.
-    pub fn tick(&mut self, status: &Status) {
-        use sd_notify::NotifyState;
-        if !self.ready && status.processed.load(Relaxed) > 0 {
-            self.ready = true;
-            let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("running")]);
-        }
-        if let Some(period) = self.watchdog {
-            if self.last_ping.is_none_or(|t| t.elapsed() >= period / 2) {
-                let _ = sd_notify::notify(&[NotifyState::Watchdog]);
-                self.last_ping = Some(Instant::now());
-            }
-        }
-    }
-}
-
-/// The JSON of one processed frame: smoothed answer per head, the frame's own answer,
-/// stage times.
-pub fn prediction_json(p: &Processed<'_>) -> Value {
-    let mut heads = Map::new();
-    for (name, h) in &p.smoothed.heads {
-        heads.insert(name.clone(), json!(h));
-    }
-    let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 1e2;
-    let mut v = json!({
-        "frame": p.frame.seq,
-        "steady": p.smoothed.steady,
-        "window": p.smoothed.frames,
-        "smoothed": heads,
-        "raw": p.raw,
-        "box": p.region,
-        "ms": {
-            "capture": ms(p.times.capture),
-            "preprocess": ms(p.times.preprocess),
-            "inference": ms(p.times.inference),
-            "output": ms(p.times.output),
-        },
-    });
-    if let Some(label) = &p.frame.label {
-        v["label"] = json!(label);
-    }
-    v
-}
-
 struct Printer {
     all: bool,
     printed: u64,
     max: Option<u64>,
     out: std::io::StdoutLock<'static>,
-    systemd: Systemd,
+    systemd: edge_runtime::systemd::Systemd,
     progress: Option<Duration>,
     last_progress: Instant,
     at_last: (u64, u64),
@@ -177,7 +115,7 @@ impl Sink for Printer {
     fn frame(&mut self, p: &Processed<'_>) -> ControlFlow<()> {
         if self.all || p.smoothed.steady {
             // A closed stdout (the reader went away) ends the run cleanly.
-            if writeln!(self.out, "{}", prediction_json(p)).is_err() || self.out.flush().is_err() {
+            if writeln!(self.out, "{}", p.to_json()).is_err() || self.out.flush().is_err() {
                 return ControlFlow::Break(());
             }
             self.printed += 1;
@@ -232,7 +170,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         printed: 0,
         max: a.max_predictions,
         out: std::io::stdout().lock(),
-        systemd: Systemd::new(),
+        systemd: edge_runtime::systemd::Systemd::new(),
         progress: (a.progress > 0.0).then(|| Duration::from_secs_f64(a.progress)),
         last_progress: Instant::now(),
         at_last: (0, 0),
