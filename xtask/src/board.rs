@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::fs;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,9 @@ pub struct Board {
     pub targets: Targets,
     pub camera: Camera,
     pub install: Install,
+    /// The on-screen kiosk; a profile without `[kiosk]` has none.
+    #[serde(default)]
+    pub kiosk: Kiosk,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -114,6 +118,160 @@ pub struct Install {
 }
 
 pub const DYNAMIC_USER: &str = "dynamic";
+
+/// `[kiosk]`: edge-runtime's `kiosk` command instead of `run`, and a browser that shows its
+/// page full screen on the board's display.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kiosk {
+    pub enabled: bool,
+    /// `--listen` of edge-runtime kiosk: an IP address and a port.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub display: KioskDisplay,
+    /// The Chromium executable: a name looked up in PATH, or an absolute path.
+    #[serde(default = "default_browser")]
+    pub browser: String,
+    /// The account the browser runs as under cage (ignored by `desktop`, where the browser
+    /// runs in whoever's desktop session starts it).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The unit reads HYDRANET_KIOSK_TOKEN from [`TOKEN_FILE`]; required when `listen`
+    /// reaches beyond loopback.
+    #[serde(default)]
+    pub token_env: bool,
+}
+
+/// Where the kiosk's token lives on the board (`HYDRANET_KIOSK_TOKEN=...`).
+pub const TOKEN_FILE: &str = "/etc/hydranet/kiosk.env";
+pub const TOKEN_VAR: &str = "HYDRANET_KIOSK_TOKEN";
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+fn default_browser() -> String {
+    "chromium-browser".into()
+}
+
+impl Default for Kiosk {
+    fn default() -> Self {
+        Kiosk {
+            enabled: false,
+            listen: default_listen(),
+            display: KioskDisplay::default(),
+            browser: default_browser(),
+            user: None,
+            token_env: false,
+        }
+    }
+}
+
+/// Who starts the browser.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KioskDisplay {
+    /// The board's desktop session, through an XDG autostart entry.
+    #[default]
+    Desktop,
+    /// No desktop: a systemd unit runs the cage compositor on tty1 with the browser in it.
+    Cage,
+}
+
+impl fmt::Display for KioskDisplay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KioskDisplay::Desktop => "desktop",
+            KioskDisplay::Cage => "cage",
+        })
+    }
+}
+
+impl Kiosk {
+    /// The address edge-runtime listens on, in its canonical form.
+    ///
+    /// # Panics
+    /// If `listen` does not parse, which [`Board::load`] has already refused.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+            .parse()
+            .expect("kiosk.listen is checked when the profile loads")
+    }
+
+    /// Where the board's own browser reaches the kiosk: the listen address, or loopback
+    /// when it listens on every address (Chromium refuses 0.0.0.0 as a destination).
+    pub fn browse_addr(&self) -> SocketAddr {
+        let addr = self.listen_addr();
+        match addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => {
+                SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+            }
+            IpAddr::V6(ip) if ip.is_unspecified() => {
+                SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+            }
+            _ => addr,
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let addr: SocketAddr = self.listen.parse().map_err(|_| {
+            format!(
+                "kiosk listen `{}` is not a socket address (IP:port, e.g. 127.0.0.1:8080 \
+                 or [::1]:8080)",
+                self.listen
+            )
+        })?;
+        if addr.port() == 0 {
+            return Err(format!(
+                "kiosk listen `{}` needs a fixed port: the browser must know where to go",
+                self.listen
+            ));
+        }
+        // Written into the unit, where '%' starts a systemd specifier.
+        if addr.to_string().contains('%') {
+            return Err(format!(
+                "kiosk listen `{}`: an IPv6 scope id is not supported",
+                self.listen
+            ));
+        }
+        if !addr.ip().is_loopback() && !self.token_env {
+            return Err(format!(
+                "kiosk listen `{}` reaches beyond loopback: set `token_env = true` so that \
+                 the unit reads {TOKEN_VAR} from {TOKEN_FILE} (anyone on the network could \
+                 otherwise read the predictions)",
+                self.listen
+            ));
+        }
+        let b = &self.browser;
+        let plain = !b.is_empty()
+            && !b.starts_with('-')
+            && b.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'));
+        let absolute = b.starts_with('/') && is_safe_path(b);
+        if !plain && !absolute {
+            return Err(format!(
+                "kiosk browser `{b}` must be a command name or an absolute path"
+            ));
+        }
+        match (&self.user, self.display) {
+            (Some(u), _) if !is_account_name(u) => {
+                return Err(format!("kiosk user `{u}` is not an account name"));
+            }
+            // Chromium refuses to run as root without --no-sandbox.
+            (Some(u), _) if u == "root" => {
+                return Err("kiosk user may not be root: Chromium's sandbox refuses it".into());
+            }
+            (None, KioskDisplay::Cage) => {
+                return Err(
+                    "kiosk display = \"cage\" needs `user`, the account the browser runs as".into(),
+                );
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
 
 impl Board {
     pub fn load(path: &Path) -> Result<Board> {
@@ -248,7 +406,7 @@ impl Board {
         if let Some(g) = inst.groups.iter().find(|g| !is_account_name(g)) {
             return Err(format!("group `{g}` is not an account name"));
         }
-        Ok(())
+        self.kiosk.validate()
     }
 }
 
@@ -307,6 +465,20 @@ mod tests {
             assert_eq!(b.install.groups, ["video"]);
             assert_eq!(b.camera.device, "/dev/video0");
             assert!(b.check_libc(b.targets.default).is_ok());
+        }
+        for b in &boards {
+            let k = &b.kiosk;
+            assert!(k.enabled, "{}", b.name);
+            assert_eq!(k.listen_addr().to_string(), "127.0.0.1:8080");
+            assert_eq!(k.display, KioskDisplay::Desktop);
+            assert_eq!(k.browser, "chromium-browser");
+            assert!(!k.token_env);
+            let user = if b.name.starts_with("rpi") {
+                Some("pi")
+            } else {
+                None
+            };
+            assert_eq!(k.user.as_deref(), user, "{}", b.name);
         }
         let cpu = |n: &str| Board::find(&boards_dir(), n).expect(n).target_cpu;
         assert_eq!(cpu("rpi4"), "cortex-a72");
@@ -394,8 +566,49 @@ mod tests {
             ),
             (
                 "rpi4",
-                good.replace("[install]", "[kiosk]\n[install]"),
+                good.replace("enabled = true", "enabled = true\nautostart = true"),
                 "not valid TOML",
+            ),
+            (
+                "rpi4",
+                good.replace("\"desktop\"", "\"x11\""),
+                "not valid TOML",
+            ),
+            (
+                "rpi4",
+                good.replace("\"127.0.0.1:8080\"", "\"localhost:8080\""),
+                "kiosk listen `localhost:8080` is not a socket address",
+            ),
+            (
+                "rpi4",
+                good.replace("\"127.0.0.1:8080\"", "\"127.0.0.1:0\""),
+                "needs a fixed port",
+            ),
+            (
+                "rpi4",
+                good.replace("\"127.0.0.1:8080\"", "\"0.0.0.0:8080\""),
+                "kiosk listen `0.0.0.0:8080` reaches beyond loopback: set `token_env = true`",
+            ),
+            (
+                "rpi4",
+                good.replace("\"127.0.0.1:8080\"", "\"[::]:8080\""),
+                "reaches beyond loopback",
+            ),
+            (
+                "rpi4",
+                good.replace("\"chromium-browser\"", "\"chromium --no-sandbox\""),
+                "kiosk browser",
+            ),
+            (
+                "rpi4",
+                good.replace("user = \"pi\"", "user = \"root\""),
+                "may not be root",
+            ),
+            (
+                "rpi4",
+                good.replace("\"desktop\"", "\"cage\"")
+                    .replace("user = \"pi\"", ""),
+                "needs `user`",
             ),
             ("other", good.clone(), "differs from the file name"),
         ];
@@ -408,6 +621,38 @@ mod tests {
                 "{want}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn kiosk_variants_that_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = fs::read_to_string(boards_dir().join("rpi4.toml")).expect("rpi4.toml");
+        let load = |text: String| {
+            let path = dir.path().join("rpi4.toml");
+            fs::write(&path, text).expect("write");
+            Board::load(&path).expect("loads")
+        };
+        // Beyond loopback with the token in the environment file.
+        let b = load(good.replace(
+            "listen = \"127.0.0.1:8080\"",
+            "listen = \"0.0.0.0:8080\"\ntoken_env = true",
+        ));
+        assert!(b.kiosk.token_env);
+        assert_eq!(b.kiosk.browse_addr().to_string(), "127.0.0.1:8080");
+        // IPv6 loopback and an absolute browser path need no token.
+        let b = load(
+            good.replace("\"127.0.0.1:8080\"", "\"[::1]:8080\"")
+                .replace("\"chromium-browser\"", "\"/usr/lib/chromium/chromium\""),
+        );
+        assert_eq!(b.kiosk.listen_addr().to_string(), "[::1]:8080");
+        // No [kiosk] at all: no kiosk. `enabled = false` alone is enough to turn it off.
+        let start = good.find("[kiosk]").expect("[kiosk]");
+        let b = load(good[..start].to_owned());
+        assert!(!b.kiosk.enabled);
+        let b = load(format!("{}[kiosk]\nenabled = false\n", &good[..start]));
+        assert!(!b.kiosk.enabled);
+        assert_eq!(b.kiosk.listen, "127.0.0.1:8080");
+        assert_eq!(b.kiosk.display, KioskDisplay::Desktop);
     }
 
     #[test]

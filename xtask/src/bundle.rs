@@ -1,5 +1,6 @@
 //! Release bundles: `hydranet-edge-<board>-<version>.tar.gz` holding one folder with the
-//! binary, the model, the systemd unit, install.sh and manifest.json.
+//! binary, the model, the systemd unit, install.sh and manifest.json, and with the kiosk on,
+//! the browser autostart under `kiosk/` (see kiosk.rs).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -12,8 +13,12 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde::{Deserialize, Serialize};
 
-use crate::board::{is_safe_path, is_simple_name, Board, CameraPath, Libc, DYNAMIC_USER};
+use crate::board::{
+    is_safe_path, is_simple_name, Board, CameraPath, KioskDisplay, Libc, DYNAMIC_USER, TOKEN_FILE,
+    TOKEN_VAR,
+};
 use crate::error::{io_err, Error, Result};
+use crate::kiosk;
 use crate::onnx;
 use crate::util::{rfc3339_utc, sha256_hex};
 
@@ -23,7 +28,7 @@ pub const BIN: &str = "bin/edge-runtime";
 pub const MODEL: &str = "model/model.onnx";
 pub const INSTALL_SH: &str = "install.sh";
 pub const MANIFEST: &str = "manifest.json";
-pub const RELEASE_DIRS: [&str; 3] = ["bin", "model", "systemd"];
+const BASE_DIRS: [&str; 3] = ["bin", "model", "systemd"];
 
 const EM_AARCH64: u16 = 183;
 
@@ -32,14 +37,26 @@ pub fn unit_file(service: &str) -> String {
 }
 
 /// Every file of a release and its mode, the same in the tarball and once installed.
-pub fn release_files(service: &str) -> Vec<(String, u32)> {
-    vec![
+/// `kiosk` is the manifest's kiosk display (`None`: no kiosk).
+pub fn release_files(service: &str, kiosk: Option<KioskDisplay>) -> Vec<(String, u32)> {
+    let mut files = vec![
         (BIN.into(), 0o755),
         (MODEL.into(), 0o644),
         (unit_file(service), 0o644),
         (INSTALL_SH.into(), 0o755),
         (MANIFEST.into(), 0o644),
-    ]
+    ];
+    files.extend(kiosk::release_files(kiosk));
+    files
+}
+
+/// The folders of a release (all 0755).
+pub fn release_dirs(kiosk: Option<KioskDisplay>) -> Vec<&'static str> {
+    let mut dirs = BASE_DIRS.to_vec();
+    if kiosk.is_some() {
+        dirs.push(kiosk::DIR);
+    }
+    dirs
 }
 
 pub fn top_folder(board: &str, version: &str) -> String {
@@ -58,6 +75,27 @@ pub struct Manifest {
     pub install: ManifestInstall,
     pub binary: FileDigest,
     pub model: FileDigest,
+    /// Present when the release runs the kiosk; absent (not `null`) otherwise, so bundles
+    /// without it keep the manifest they had before the kiosk existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kiosk: Option<ManifestKiosk>,
+}
+
+impl Manifest {
+    /// The kiosk display of this release, `None` when it has no kiosk.
+    pub fn kiosk_display(&self) -> Option<KioskDisplay> {
+        self.kiosk.as_ref().map(|k| k.display)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestKiosk {
+    pub listen: String,
+    pub display: KioskDisplay,
+    pub browser: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    pub token_env: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,7 +179,9 @@ pub fn default_version(workspace: &Path) -> String {
     }
 }
 
-/// The unit's command line. The flag names are edge-runtime's `run` interface.
+/// The unit's command line: edge-runtime `run`, or `kiosk` (the same model and camera flags,
+/// plus `--listen`) when the profile's kiosk is on. The token never appears here: the unit
+/// passes it in the environment (see [`render_unit`]).
 pub fn exec_start(board: &Board) -> String {
     let prefix = &board.install.prefix;
     let cam = &board.camera;
@@ -149,9 +189,15 @@ pub fn exec_start(board: &Board) -> String {
         CameraPath::Uvc => "",
         CameraPath::Libcamerify => "/usr/bin/libcamerify ",
     };
+    let (command, listen) = if board.kiosk.enabled {
+        ("kiosk", format!(" --listen {}", board.kiosk.listen_addr()))
+    } else {
+        ("run", String::new())
+    };
     format!(
-        "{wrapper}{prefix}/current/bin/edge-runtime run --model {prefix}/current/model/model.onnx \
-         --source v4l:{} --camera-format {} --width {} --height {} --fps {}",
+        "{wrapper}{prefix}/current/bin/edge-runtime {command} --model \
+         {prefix}/current/model/model.onnx --source v4l:{} --camera-format {} --width {} \
+         --height {} --fps {}{listen}",
         cam.device, cam.format, cam.width, cam.height, cam.fps
     )
 }
@@ -179,17 +225,42 @@ pub fn render_unit(board: &Board, version: &str) -> String {
         // buffers from DMA heaps (kernel device names; not yet tried on a board).
         devices.push_str("DeviceAllow=char-media rw\nDeviceAllow=char-dma_heap rw\n");
     }
+    let mut unit_description = format!("HydraNet edge runtime ({})", board.name);
+    let mut after = String::from("After=local-fs.target\n");
+    let mut kiosk_lines = String::new();
+    let k = &board.kiosk;
+    if k.enabled {
+        let addr = k.listen_addr();
+        unit_description = format!("HydraNet edge kiosk on {addr} ({})", board.name);
+        if !addr.ip().is_loopback() && !addr.ip().is_unspecified() {
+            // One address of one interface: it must be up before the kiosk can bind it.
+            after.push_str("Wants=network-online.target\nAfter=network-online.target\n");
+        }
+        kiosk_lines.push_str(&format!(
+            "# kiosk: the camera page on http://{addr}/ (/healthz, /metrics), shown full screen\n\
+             # by the browser autostart in {prefix}/current/kiosk/.\n",
+            prefix = board.install.prefix
+        ));
+        if k.token_env {
+            kiosk_lines.push_str(&format!(
+                "# The token is never on the command line: {TOKEN_VAR}=... in {TOKEN_FILE}\n\
+                 # (root-only is fine: systemd reads it; without the file the kiosk runs open).\n\
+                 EnvironmentFile=-{TOKEN_FILE}\n"
+            ));
+        }
+    }
     format!(
         "# HydraNet edge runtime for {name}, release {version}: {description}.\n\
          # Made by `cargo xtask bundle`; installed by install.sh or `cargo xtask flash`.\n\
          [Unit]\n\
-         Description=HydraNet edge runtime ({name})\n\
-         After=local-fs.target\n\
+         Description={unit_description}\n\
+         {after}\
          \n\
          [Service]\n\
          # edge-runtime sends READY=1 once frames flow, then WATCHDOG=1 while its loop runs:\n\
          # a hung process is killed and restarted.\n\
          Type=notify\n\
+         {kiosk_lines}\
          ExecStart={exec}\n\
          Restart=on-failure\n\
          RestartSec=2\n\
@@ -219,6 +290,10 @@ pub fn render_install_sh(m: &Manifest) -> String {
         .replace("@SERVICE@", &m.install.service)
         .replace("@BIN_SHA256@", &m.binary.sha256)
         .replace("@MODEL_SHA256@", &m.model.sha256)
+        .replace("@AUTOSTART_DIR@", kiosk::AUTOSTART_DIR)
+        .replace("@KIOSK_DESKTOP@", kiosk::DESKTOP_NAME)
+        .replace("@KIOSK_UNIT@", kiosk::UNIT_NAME)
+        .replace("@KIOSK_WANTED_BY@", kiosk::UNIT_WANTED_BY)
 }
 
 const INSTALL_SH_TEMPLATE: &str = include_str!("install.sh.in");
@@ -271,7 +346,18 @@ pub fn create(spec: &BundleSpec<'_>) -> Result<Created> {
         },
         binary: FileDigest::of(BIN, &binary),
         model: FileDigest::of(MODEL, &model),
+        kiosk: board.kiosk.enabled.then(|| ManifestKiosk {
+            listen: board.kiosk.listen_addr().to_string(),
+            display: board.kiosk.display,
+            browser: board.kiosk.browser.clone(),
+            user: match board.kiosk.display {
+                KioskDisplay::Cage => board.kiosk.user.clone(),
+                KioskDisplay::Desktop => None,
+            },
+            token_env: board.kiosk.token_env,
+        }),
     };
+    let display = manifest.kiosk_display();
     let mut manifest_json =
         serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Usage(e.to_string()))?;
     manifest_json.push(b'\n');
@@ -279,14 +365,31 @@ pub fn create(spec: &BundleSpec<'_>) -> Result<Created> {
     let install_sh = render_install_sh(&manifest);
 
     let service = &board.install.service;
-    let contents: BTreeMap<String, &[u8]> = [
-        (BIN.to_owned(), binary.as_slice()),
-        (MODEL.to_owned(), model.as_slice()),
-        (unit_file(service), unit.as_bytes()),
-        (INSTALL_SH.to_owned(), install_sh.as_bytes()),
-        (MANIFEST.to_owned(), manifest_json.as_slice()),
+    let mut contents: BTreeMap<String, Vec<u8>> = [
+        (BIN.to_owned(), binary),
+        (MODEL.to_owned(), model),
+        (unit_file(service), unit.into_bytes()),
+        (INSTALL_SH.to_owned(), install_sh.into_bytes()),
+        (MANIFEST.to_owned(), manifest_json),
     ]
     .into();
+    if let Some(display) = display {
+        contents.insert(
+            kiosk::BROWSER_SH.into(),
+            kiosk::render_browser_sh(board, &version).into_bytes(),
+        );
+        let (path, text) = match display {
+            KioskDisplay::Desktop => (
+                kiosk::DESKTOP_FILE,
+                kiosk::render_desktop_entry(board, &version),
+            ),
+            KioskDisplay::Cage => (
+                kiosk::UNIT_FILE,
+                kiosk::render_browser_unit(board, &version),
+            ),
+        };
+        contents.insert(path.into(), text.into_bytes());
+    }
 
     fs::create_dir_all(spec.out_dir).map_err(io_err("creating", spec.out_dir))?;
     let top = top_folder(&board.name, &version);
@@ -315,11 +418,11 @@ pub fn create(spec: &BundleSpec<'_>) -> Result<Created> {
             tar.append_data(&mut h, path, data)
         };
         add(format!("{top}/"), 0o755, &[])?;
-        for dir in RELEASE_DIRS {
+        for dir in release_dirs(display) {
             add(format!("{top}/{dir}/"), 0o755, &[])?;
         }
-        for (path, mode) in release_files(service) {
-            add(format!("{top}/{path}"), mode, contents[&path])?;
+        for (path, mode) in release_files(service, display) {
+            add(format!("{top}/{path}"), mode, &contents[&path])?;
         }
         let gz = tar.into_inner()?;
         let file = gz.finish()?.into_inner().map_err(|e| e.into_error())?;
@@ -479,7 +582,8 @@ impl Bundle {
                 "top folder `{top}` does not match the manifest (`{want_top}`)"
             )));
         }
-        let want: Vec<String> = release_files(&manifest.install.service)
+        let display = manifest.kiosk_display();
+        let want: Vec<String> = release_files(&manifest.install.service, display)
             .into_iter()
             .map(|(p, _)| p)
             .collect();
@@ -491,9 +595,10 @@ impl Bundle {
                 "holds {have:?}, expected exactly {want_sorted:?}"
             )));
         }
+        let allowed = release_dirs(display);
         if let Some(d) = dirs
             .iter()
-            .find(|d| !d.is_empty() && !RELEASE_DIRS.contains(&d.as_str()))
+            .find(|d| !d.is_empty() && !allowed.contains(&d.as_str()))
         {
             return Err(bad(format!("unexpected folder `{d}`")));
         }
@@ -573,30 +678,90 @@ mod tests {
         assert_eq!(sanitize_version(&v).expect("valid"), v);
     }
 
-    #[test]
-    fn unit_for_rpi4() {
-        let unit = render_unit(&board("rpi4"), "1.0");
+    /// The hardening and supervision every unit has, kiosk or not.
+    const COMMON: [&str; 12] = [
+        "Type=notify",
+        "Restart=on-failure",
+        "RestartSec=2",
+        "WatchdogSec=10",
+        "DynamicUser=yes",
+        "SupplementaryGroups=video",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "DeviceAllow=char-video4linux rw",
+        "WantedBy=multi-user.target",
+    ];
+
+    fn has_lines(unit: &str, want: &[&str]) {
         let lines: Vec<&str> = unit.lines().collect();
-        for want in [
-            "Type=notify",
-            "ExecStart=/opt/hydranet/current/bin/edge-runtime run --model \
-             /opt/hydranet/current/model/model.onnx --source v4l:/dev/video0 \
-             --camera-format yuyv --width 640 --height 480 --fps 30",
-            "Restart=on-failure",
-            "RestartSec=2",
-            "WatchdogSec=10",
-            "DynamicUser=yes",
-            "SupplementaryGroups=video",
-            "NoNewPrivileges=yes",
-            "ProtectSystem=strict",
-            "ProtectHome=yes",
-            "PrivateTmp=yes",
-            "DeviceAllow=char-video4linux rw",
-            "WantedBy=multi-user.target",
-        ] {
-            assert!(lines.contains(&want), "missing `{want}` in\n{unit}");
+        for w in want {
+            assert!(lines.contains(w), "missing `{w}` in\n{unit}");
         }
+    }
+
+    #[test]
+    fn unit_for_rpi4_runs_the_kiosk() {
+        let unit = render_unit(&board("rpi4"), "1.0");
+        has_lines(&unit, &COMMON);
+        has_lines(
+            &unit,
+            &[
+                "Description=HydraNet edge kiosk on 127.0.0.1:8080 (rpi4)",
+                "After=local-fs.target",
+                "ExecStart=/opt/hydranet/current/bin/edge-runtime kiosk --model \
+                 /opt/hydranet/current/model/model.onnx --source v4l:/dev/video0 \
+                 --camera-format yuyv --width 640 --height 480 --fps 30 \
+                 --listen 127.0.0.1:8080",
+            ],
+        );
+        assert_eq!(unit.matches("ExecStart=").count(), 1);
         assert!(!unit.contains("libcamerify"));
+        assert!(!unit.contains("EnvironmentFile") && !unit.contains("--token"));
+        assert!(!unit.contains("network-online"));
+    }
+
+    #[test]
+    fn kiosk_off_runs_run() {
+        let mut b = board("rpi4");
+        b.kiosk.enabled = false;
+        let unit = render_unit(&b, "1.0");
+        has_lines(&unit, &COMMON);
+        has_lines(
+            &unit,
+            &[
+                "Description=HydraNet edge runtime (rpi4)",
+                "ExecStart=/opt/hydranet/current/bin/edge-runtime run --model \
+                 /opt/hydranet/current/model/model.onnx --source v4l:/dev/video0 \
+                 --camera-format yuyv --width 640 --height 480 --fps 30",
+            ],
+        );
+        assert!(!unit.contains("--listen") && !unit.contains("kiosk"));
+    }
+
+    #[test]
+    fn kiosk_token_comes_from_the_environment_file() {
+        let mut b = board("jetson-orin-nano");
+        b.kiosk.listen = "0.0.0.0:8080".into();
+        b.kiosk.token_env = true;
+        let unit = render_unit(&b, "1.0");
+        has_lines(&unit, &COMMON);
+        has_lines(&unit, &["EnvironmentFile=-/etc/hydranet/kiosk.env"]);
+        let exec = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .expect("ExecStart");
+        assert!(exec.contains(" kiosk ") && exec.ends_with(" --listen 0.0.0.0:8080"));
+        assert!(!exec.contains("token") && !exec.contains("TOKEN"), "{exec}");
+        // Every address: nothing to wait for. One interface's address: wait for the network.
+        assert!(!unit.contains("network-online"));
+        b.kiosk.listen = "192.168.1.20:8080".into();
+        let unit = render_unit(&b, "1.0");
+        has_lines(
+            &unit,
+            &["Wants=network-online.target", "After=network-online.target"],
+        );
     }
 
     #[test]
@@ -604,8 +769,9 @@ mod tests {
         let mut b = board("rpi5");
         b.camera.path = CameraPath::Libcamerify;
         let unit = render_unit(&b, "1.0");
-        assert!(unit
-            .contains("ExecStart=/usr/bin/libcamerify /opt/hydranet/current/bin/edge-runtime run"));
+        assert!(unit.contains(
+            "ExecStart=/usr/bin/libcamerify /opt/hydranet/current/bin/edge-runtime kiosk"
+        ));
         assert!(unit.contains("DeviceAllow=char-media rw"));
     }
 
@@ -640,6 +806,7 @@ mod tests {
             },
             binary: FileDigest::of(BIN, b"b"),
             model: FileDigest::of(MODEL, b"m"),
+            kiosk: None,
         };
         let sh = render_install_sh(&m);
         for p in [
@@ -649,6 +816,8 @@ mod tests {
             "@SERVICE@",
             "@BIN_SHA256@",
             "@MODEL",
+            "@AUTOSTART",
+            "@KIOSK",
         ] {
             assert!(!sh.contains(p), "{p} left in\n{sh}");
         }

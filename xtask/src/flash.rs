@@ -11,15 +11,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::board::Board;
-use crate::bundle::{check_version, release_files, Bundle, Manifest, MANIFEST, RELEASE_DIRS};
+use crate::bundle::{check_version, release_dirs, release_files, Bundle, Manifest, MANIFEST};
 use crate::error::{io_err, Error, Result};
+use crate::kiosk;
 
-/// Where a release lives under a root: `<root><prefix>` and `<root>/etc/systemd/system`.
+/// Where a release lives under a root: `<root><prefix>`, `<root>/etc/systemd/system`, and
+/// the kiosk's `<root>/etc/xdg/autostart`.
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub base: PathBuf,
     pub units: PathBuf,
     pub wants: PathBuf,
+    pub autostart: PathBuf,
+    pub kiosk_wants: PathBuf,
     pub service: String,
 }
 
@@ -28,10 +32,13 @@ impl Layout {
         let base = root.join(prefix.trim_start_matches('/'));
         let units = root.join("etc/systemd/system");
         let wants = units.join("multi-user.target.wants");
+        let kiosk_wants = units.join(format!("{}.wants", kiosk::UNIT_WANTED_BY));
         Layout {
             base,
             units,
             wants,
+            autostart: root.join(kiosk::AUTOSTART_DIR),
+            kiosk_wants,
             service: service.into(),
         }
     }
@@ -145,6 +152,7 @@ pub fn install_rootfs(bundle: &Bundle, rootfs: &Path) -> Result<Installed> {
     }
 
     stage_unit(&l, &dest)?;
+    stage_kiosk(&l, &dest)?;
     let is_current = cur.as_deref() == Some(name.as_str());
     if !is_current {
         if let Some(c) = &cur {
@@ -153,6 +161,7 @@ pub fn install_rootfs(bundle: &Bundle, rootfs: &Path) -> Result<Installed> {
         flip(&l.base, "current", &name)?;
     }
     finish_unit(&l)?;
+    finish_kiosk(&l, &dest)?;
     Ok(Installed {
         base: l.base,
         version: m.version.clone(),
@@ -202,9 +211,11 @@ pub fn rollback_rootfs(board: &Board, rootfs: &Path) -> Result<RolledBack> {
         });
     }
     stage_unit(&l, &prev_dir)?;
+    stage_kiosk(&l, &prev_dir)?;
     flip(&l.base, "previous", &cur)?;
     flip(&l.base, "current", &prev)?;
     finish_unit(&l)?;
+    finish_kiosk(&l, &prev_dir)?;
     Ok(RolledBack {
         base: l.base,
         from: cur.trim_start_matches("releases/").into(),
@@ -222,11 +233,12 @@ fn read_manifest(path: &Path) -> Result<Manifest> {
 
 /// Writes the release's files into `dir` (created afresh) with their fixed modes.
 fn stage_release(bundle: &Bundle, dir: &Path) -> Result<()> {
+    let m = &bundle.manifest;
     make_dir(dir)?;
-    for sub in RELEASE_DIRS {
+    for sub in release_dirs(m.kiosk_display()) {
         make_dir(&dir.join(sub))?;
     }
-    for (rel, mode) in release_files(&bundle.manifest.install.service) {
+    for (rel, mode) in release_files(&m.install.service, m.kiosk_display()) {
         crate::bundle::write_file(&dir.join(&rel), &bundle.files[&rel], mode)?;
     }
     Ok(())
@@ -248,6 +260,82 @@ fn finish_unit(l: &Layout) -> Result<()> {
     // Relative, like the other links: it resolves both on the board and in a rootfs
     // inspected from the host.
     flip(&l.wants, &l.unit_name(), &format!("../{}", l.unit_name()))
+}
+
+/// One of the kiosk's autostart files: where it goes on the board, and whether the release
+/// holds it.
+struct KioskFile {
+    dir: PathBuf,
+    name: &'static str,
+    /// The cage unit: enabled by a link in `<wanted-by>.wants`.
+    wanted: bool,
+    present: bool,
+}
+
+/// The kiosk's autostart files, each marked present or not in `release`. Read from the
+/// release folder itself, not its manifest, as install.sh does: a rollback to a release
+/// older than the kiosk finds none, and the board's copies are removed.
+fn kiosk_files(l: &Layout, release: &Path) -> [KioskFile; 2] {
+    let has = |name: &str| release.join(kiosk::DIR).join(name).is_file();
+    [
+        KioskFile {
+            dir: l.autostart.clone(),
+            name: kiosk::DESKTOP_NAME,
+            wanted: false,
+            present: has(kiosk::DESKTOP_NAME),
+        },
+        KioskFile {
+            dir: l.units.clone(),
+            name: kiosk::UNIT_NAME,
+            wanted: true,
+            present: has(kiosk::UNIT_NAME),
+        },
+    ]
+}
+
+/// Copies the release's kiosk files beside their final names (like [`stage_unit`]).
+fn stage_kiosk(l: &Layout, release: &Path) -> Result<()> {
+    for f in kiosk_files(l, release).into_iter().filter(|f| f.present) {
+        ensure_dir(&f.dir)?;
+        if f.wanted {
+            ensure_dir(&l.kiosk_wants)?;
+        }
+        let src = release.join(kiosk::DIR).join(f.name);
+        let data = fs::read(&src).map_err(io_err("reading", &src))?;
+        let tmp = f.dir.join(format!(".{}.new", f.name));
+        crate::bundle::write_file(&tmp, &data, 0o644)?;
+    }
+    Ok(())
+}
+
+/// Renames the staged kiosk files into place (with the cage unit's wants link), and
+/// removes those the release does not have (the link first).
+fn finish_kiosk(l: &Layout, release: &Path) -> Result<()> {
+    for f in kiosk_files(l, release) {
+        let path = f.dir.join(f.name);
+        if f.present {
+            let tmp = f.dir.join(format!(".{}.new", f.name));
+            fs::rename(&tmp, &path).map_err(io_err("renaming into place", &path))?;
+            if f.wanted {
+                flip(&l.kiosk_wants, f.name, &format!("../{}", f.name))?;
+            }
+        } else {
+            if f.wanted {
+                remove_file(&l.kiosk_wants.join(f.name))?;
+            }
+            remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// `rm -f`: a missing file is fine.
+fn remove_file(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("removing", path)(e)),
+    }
 }
 
 /// Makes `dir/name` a symlink to `target` with one rename, so that it never goes missing.

@@ -7,6 +7,7 @@ pub mod build;
 pub mod bundle;
 pub mod error;
 pub mod flash;
+pub mod kiosk;
 pub mod onnx;
 pub mod util;
 

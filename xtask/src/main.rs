@@ -32,7 +32,8 @@ enum Cmd {
     Boards,
     /// Cross-build edge-runtime for a board (its target CPU, static musl by default).
     Build(BuildOpts),
-    /// Make a release tarball: binary, model, systemd unit, install.sh, manifest.json.
+    /// Make a release tarball: binary, model, systemd unit, install.sh, manifest.json (and
+    /// the kiosk's browser autostart when the profile turns the kiosk on).
     Bundle(BundleArgs),
     /// Install a bundle into a board's root file system or on a board over ssh.
     Flash(FlashArgs),
@@ -132,13 +133,19 @@ fn run(cli: Cli) -> Result<()> {
 fn list_boards(dir: &std::path::Path) -> Result<()> {
     let boards = Board::list(dir)?;
     println!(
-        "{:<18} {:<13} {:<28} camera",
+        "{:<18} {:<13} {:<28} camera; kiosk",
         "board", "cpu", "default target"
     );
     for b in boards {
         let c = &b.camera;
+        let k = &b.kiosk;
+        let kiosk = if k.enabled {
+            format!("kiosk {} on {} ({})", k.display, k.listen_addr(), k.browser)
+        } else {
+            "kiosk off".into()
+        };
         println!(
-            "{:<18} {:<13} {:<28} {} {} {}x{}@{} ({})",
+            "{:<18} {:<13} {:<28} {} {} {}x{}@{} ({}); {kiosk}",
             b.name,
             b.target_cpu,
             b.target(b.targets.default),

@@ -1,5 +1,6 @@
 //! `xtask flash`: the installed layout, upgrades and rollback, agreement with install.sh,
-//! and that every refusal leaves the installed release as it was.
+//! the kiosk's browser autostart following the current release, and that every refusal
+//! leaves the installed release as it was.
 
 mod common;
 
@@ -15,6 +16,10 @@ use xtask::util::sha256_hex;
 const BASE: &str = "opt/hydranet";
 const UNIT: &str = "etc/systemd/system/hydranet-edge.service";
 const WANTS: &str = "etc/systemd/system/multi-user.target.wants/hydranet-edge.service";
+const DESKTOP: &str = "etc/xdg/autostart/hydranet-kiosk.desktop";
+const CAGE_UNIT: &str = "etc/systemd/system/hydranet-kiosk-browser.service";
+const CAGE_WANTS: &str =
+    "etc/systemd/system/multi-user.target.wants/hydranet-kiosk-browser.service";
 
 fn flash(bundle: &Path, root: &Path) -> String {
     ok(&[
@@ -76,6 +81,9 @@ fn rootfs_gets_exactly_the_layout_the_unit_expects() {
             "etc/systemd/system/hydranet-edge.service",
             "etc/systemd/system/multi-user.target.wants",
             "etc/systemd/system/multi-user.target.wants/hydranet-edge.service",
+            "etc/xdg",
+            "etc/xdg/autostart",
+            "etc/xdg/autostart/hydranet-kiosk.desktop",
             "opt",
             "opt/hydranet",
             "opt/hydranet/current",
@@ -84,6 +92,9 @@ fn rootfs_gets_exactly_the_layout_the_unit_expects() {
             "opt/hydranet/releases/1.0.0/bin",
             "opt/hydranet/releases/1.0.0/bin/edge-runtime",
             "opt/hydranet/releases/1.0.0/install.sh",
+            "opt/hydranet/releases/1.0.0/kiosk",
+            "opt/hydranet/releases/1.0.0/kiosk/browser.sh",
+            "opt/hydranet/releases/1.0.0/kiosk/hydranet-kiosk.desktop",
             "opt/hydranet/releases/1.0.0/manifest.json",
             "opt/hydranet/releases/1.0.0/model",
             "opt/hydranet/releases/1.0.0/model/model.onnx",
@@ -113,7 +124,8 @@ fn rootfs_gets_exactly_the_layout_the_unit_expects() {
     // Every absolute path on the ExecStart line but the camera exists in the rootfs.
     let words = exec_start(&root);
     assert_eq!(words[0], "/opt/hydranet/current/bin/edge-runtime");
-    assert_eq!(words[1], "run");
+    assert_eq!(words[1], "kiosk");
+    assert_eq!(words[words.len() - 2..], ["--listen", "127.0.0.1:8080"]);
     let paths: Vec<&String> = words.iter().filter(|w| w.starts_with("/opt/")).collect();
     assert_eq!(paths.len(), 2, "{words:?}");
     for p in paths {
@@ -135,6 +147,152 @@ fn rootfs_gets_exactly_the_layout_the_unit_expects() {
         fs::read(cur.join("bin/edge-runtime")).expect("bin"),
         fs::read(binary()).expect("bin")
     );
+
+    // The autostart entry is the release's, and what it runs is the current release's
+    // executable browser.sh, found through `current` inside the rootfs.
+    assert_eq!(mode(&root.join(DESKTOP)), 0o644);
+    assert_eq!(mode(&root.join("etc/xdg/autostart")), 0o755);
+    assert_eq!(
+        fs::read(root.join(DESKTOP)).expect("desktop"),
+        fs::read(cur.join("kiosk/hydranet-kiosk.desktop")).expect("release desktop")
+    );
+    let script = desktop_exec(&root);
+    assert_eq!(script, "/opt/hydranet/current/kiosk/browser.sh");
+    assert_eq!(mode(&root.join(script.trim_start_matches('/'))), 0o755);
+}
+
+/// The `Exec=` of the installed autostart entry.
+fn desktop_exec(root: &Path) -> String {
+    fs::read_to_string(root.join(DESKTOP))
+        .expect("autostart entry")
+        .lines()
+        .find_map(|l| l.strip_prefix("Exec="))
+        .expect("Exec=")
+        .to_owned()
+}
+
+/// Which of the kiosk's autostart files a root holds.
+#[derive(Debug, PartialEq, Eq)]
+enum Autostart {
+    Desktop,
+    Cage,
+    None,
+}
+
+fn autostart(root: &Path) -> Autostart {
+    let desktop = root.join(DESKTOP).exists();
+    let cage = root.join(CAGE_UNIT).exists();
+    // The wants link exists exactly when the unit does, and reaches it.
+    assert_eq!(cage, fs::symlink_metadata(root.join(CAGE_WANTS)).is_ok());
+    if cage {
+        assert_eq!(
+            link(&root.join(CAGE_WANTS)),
+            "../hydranet-kiosk-browser.service"
+        );
+        assert_eq!(
+            fs::read(root.join(CAGE_WANTS)).expect("wants"),
+            fs::read(root.join(CAGE_UNIT)).expect("unit")
+        );
+    }
+    match (desktop, cage) {
+        (true, false) => Autostart::Desktop,
+        (false, true) => Autostart::Cage,
+        (false, false) => Autostart::None,
+        (true, true) => panic!("both autostarts in {}", root.display()),
+    }
+}
+
+/// A desktop kiosk, then a cage kiosk, then none, then back by rollback: install.sh and
+/// `flash --rootfs` leave the same tree at every step, and the board always carries the
+/// autostart of the current release only (a release without a kiosk takes it away).
+#[test]
+fn kiosk_autostart_follows_the_current_release() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("bundles");
+    let b1 = bundle(&out, "rpi4", "1-desktop");
+    let cage_boards = boards_with(&dir.path().join("cage"), "rpi4", cage);
+    let b2 = bundle_from(&cage_boards, &out, "rpi4", "2-cage");
+    let off_boards = boards_with(&dir.path().join("off"), "rpi4", kiosk_off);
+    let b3 = bundle_from(&off_boards, &out, "rpi4", "3-off");
+    let unpacked = dir.path().join("unpacked");
+    fs::create_dir(&unpacked).expect("mkdir");
+    let rust = dir.path().join("rust");
+    let shell = dir.path().join("shell");
+    fs::create_dir(&rust).expect("mkdir");
+    fs::create_dir(&shell).expect("mkdir");
+    let sh = |args: &[&str]| {
+        let out = Command::new("sh").args(args).output().expect("sh runs");
+        assert!(
+            out.status.success(),
+            "sh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let install = |b: &Path| {
+        let u = untar(b, &unpacked);
+        sh(&[s(&u.join("install.sh")), "--root", s(&shell)]);
+        flash(b, &rust);
+        assert_eq!(
+            tree(&shell),
+            tree(&rust),
+            "after installing {}",
+            b.display()
+        );
+    };
+    let roll_back = || {
+        let installed = shell.join(BASE).join("current/install.sh");
+        sh(&[s(&installed), "--rollback", "--root", s(&shell)]);
+        rollback(&rust);
+        assert_eq!(tree(&shell), tree(&rust), "after a rollback");
+    };
+
+    install(&b1);
+    assert_eq!(autostart(&rust), Autostart::Desktop);
+    assert_eq!(exec_start(&rust)[1], "kiosk");
+
+    install(&b2);
+    assert_eq!(autostart(&rust), Autostart::Cage);
+    let unit = fs::read_to_string(rust.join(CAGE_UNIT)).expect("cage unit");
+    assert!(unit.contains("\nExecStart=/usr/bin/cage -- /opt/hydranet/current/kiosk/browser.sh\n"));
+    assert!(unit.contains("release 2-cage:"), "{unit}");
+    assert_eq!(mode(&rust.join(CAGE_UNIT)), 0o644);
+    assert!(rust.join(BASE).join("current/kiosk/browser.sh").is_file());
+
+    install(&b3);
+    assert_eq!(autostart(&rust), Autostart::None);
+    assert_eq!(exec_start(&rust)[1], "run");
+    assert!(!rust.join(BASE).join("current/kiosk").exists());
+
+    // Back to the cage release (its install.sh is not the one rolling back: 3's is).
+    roll_back();
+    assert_eq!(link(&rust.join(BASE).join("current")), "releases/2-cage");
+    assert_eq!(autostart(&rust), Autostart::Cage);
+    assert_eq!(exec_start(&rust)[1], "kiosk");
+    roll_back();
+    assert_eq!(autostart(&rust), Autostart::None);
+
+    // Desktop again over none, then a rollback from desktop to none.
+    install(&b1);
+    assert_eq!(autostart(&rust), Autostart::Desktop);
+    assert_eq!(
+        desktop_exec(&rust),
+        "/opt/hydranet/current/kiosk/browser.sh"
+    );
+    roll_back();
+    assert_eq!(autostart(&rust), Autostart::None);
+
+    // Nothing outside the declared files: the only paths outside the prefix are the units,
+    // their wants links and the autostart entry, plus their folders.
+    let declared = [UNIT, WANTS, DESKTOP, CAGE_UNIT, CAGE_WANTS];
+    for k in tree(&rust).keys() {
+        let inside = k.starts_with(BASE)
+            || declared.contains(&k.as_str())
+            || declared.iter().any(|d| d.starts_with(&format!("{k}/")))
+            || BASE.starts_with(&format!("{k}/"));
+        assert!(inside, "{k} is not a declared path");
+    }
+    let t = tree(&rust);
+    assert!(t.keys().all(|k| !k.ends_with(".new")), "{:?}", t.keys());
 }
 
 #[test]
@@ -278,23 +436,35 @@ fn install_sh_is_clean_posix_sh() {
     let dir = tempfile::tempdir().expect("tempdir");
     let b = bundle(dir.path(), "rpi4", "1");
     let u = untar(&b, dir.path());
-    let script = u.join("install.sh");
-    let status = Command::new("sh")
-        .args(["-n", s(&script)])
-        .status()
-        .expect("sh");
-    assert!(status.success());
-    // shellcheck is optional on a developer machine; when present it must be quiet.
-    match Command::new("shellcheck")
-        .args(["--shell=sh", s(&script)])
-        .output()
-    {
-        Ok(out) => assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        ),
-        Err(e) => eprintln!("shellcheck not run: {e}"),
+    // The kiosk's browser.sh too, with the token part switched on.
+    let boards = boards_with(&dir.path().join("boards"), "rpi5", |t| {
+        cage(t).replace("enabled = true", "enabled = true\ntoken_env = true")
+    });
+    let b5 = bundle_from(&boards, dir.path(), "rpi5", "1");
+    let u5 = untar(&b5, dir.path());
+    for script in [
+        u.join("install.sh"),
+        u.join("kiosk/browser.sh"),
+        u5.join("kiosk/browser.sh"),
+    ] {
+        let status = Command::new("sh")
+            .args(["-n", s(&script)])
+            .status()
+            .expect("sh");
+        assert!(status.success(), "{}", script.display());
+        // shellcheck is optional on a developer machine; when present it must be quiet.
+        match Command::new("shellcheck")
+            .args(["--shell=sh", s(&script)])
+            .output()
+        {
+            Ok(out) => assert!(
+                out.status.success(),
+                "{}: {}",
+                script.display(),
+                String::from_utf8_lossy(&out.stdout)
+            ),
+            Err(e) => eprintln!("shellcheck not run: {e}"),
+        }
     }
 }
 
@@ -544,10 +714,34 @@ fn failure_midway_keeps_the_running_release() {
     assert_eq!(link(&root.join(BASE).join("current")), "releases/2");
     assert_eq!(link(&root.join(BASE).join("previous")), "releases/1");
 
+    // The same when the kiosk's autostart entry cannot be staged (after the unit was):
+    // only staged files are new.
+    let blocker = root.join("etc/xdg/autostart/.hydranet-kiosk.desktop.new");
+    fs::create_dir_all(blocker.join("x")).expect("blocker");
+    let err = fails(&[
+        "flash",
+        "--board",
+        "rpi4",
+        "--bundle",
+        s(&b3),
+        "--rootfs",
+        s(&root),
+    ]);
+    assert!(err.contains(".hydranet-kiosk.desktop.new"), "{err}");
+    fs::remove_dir_all(&blocker).expect("unblock");
+    let mut after = tree(&root);
+    after.retain(|k, _| {
+        !k.starts_with("opt/hydranet/releases/3") && !k.ends_with("/.hydranet-edge.service.new")
+    });
+    assert_eq!(after, before);
+
     // Once the obstacle is gone the same flash goes through.
     flash(&b3, &root);
     assert_eq!(link(&root.join(BASE).join("current")), "releases/3");
     assert_eq!(link(&root.join(BASE).join("previous")), "releases/2");
+    assert!(fs::read_to_string(root.join(DESKTOP))
+        .expect("desktop")
+        .contains("release 3:"));
 }
 
 /// A copy of `bundle` whose binary differs from what the manifest says.

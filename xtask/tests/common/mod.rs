@@ -158,3 +158,59 @@ pub fn untar(bundle: &Path, into: &Path) -> PathBuf {
         .expect("bundle name");
     into.join(name)
 }
+
+/// A boards folder `dir` holding the shipped profiles, with `board`'s edited by `edit`
+/// (e.g. to change its `[kiosk]`). Returns `dir`.
+pub fn boards_with(dir: &Path, board: &str, edit: impl Fn(&str) -> String) -> PathBuf {
+    fs::create_dir_all(dir).expect("boards dir");
+    let shipped = workspace().join("boards");
+    for entry in fs::read_dir(&shipped).expect("boards/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = fs::read_to_string(&path).expect("profile");
+            let name = path.file_name().expect("name");
+            let text = if path.file_stem().is_some_and(|s| s == board) {
+                let edited = edit(&text);
+                assert_ne!(edited, text, "the edit of {board}.toml changed nothing");
+                edited
+            } else {
+                text
+            };
+            fs::write(dir.join(name), text).expect("write profile");
+        }
+    }
+    dir.to_owned()
+}
+
+/// [`bundle`] with the profiles of `boards_dir`.
+pub fn bundle_from(boards_dir: &Path, out: &Path, board: &str, version: &str) -> PathBuf {
+    ok(&[
+        "--boards-dir",
+        s(boards_dir),
+        "bundle",
+        "--board",
+        board,
+        "--model",
+        s(&model()),
+        "--binary",
+        s(&binary()),
+        "--skip-arch-check",
+        "--out",
+        s(out),
+        "--version",
+        version,
+    ]);
+    let path = out.join(format!("hydranet-edge-{board}-{version}.tar.gz"));
+    assert!(path.is_file(), "{} missing", path.display());
+    path
+}
+
+/// The rpi4 profile with its kiosk's browser started by cage instead of the desktop.
+pub fn cage(text: &str) -> String {
+    text.replace("display = \"desktop\"", "display = \"cage\"")
+}
+
+/// The rpi4 profile with its kiosk off.
+pub fn kiosk_off(text: &str) -> String {
+    text.replace("enabled = true", "enabled = false")
+}
