@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 MODEL=${1:?usage: scripts/bench-pipeline.sh MODEL.onnx [FRAMES]}
 FRAMES=${2:-2000}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-cargo build --release --locked -q -p edge-runtime
+# Same targets as bench-kiosk.sh, so one build serves both.
+cargo build --release --locked -q -p edge-runtime --bin edge-runtime --example kiosk_load
 B="$CARGO_TARGET_DIR/release/edge-runtime"
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT

@@ -24,16 +24,9 @@ cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "== models builds for the boards (aarch64)"
-rustup target add aarch64-unknown-linux-gnu >/dev/null
-cargo check -p models --target aarch64-unknown-linux-gnu --locked
-
-echo "== tests (x86_64)"
-cargo test --workspace --locked
-
-echo "== aarch64 cross toolchain and QEMU (Debian packages, rustup targets)"
+echo "== Debian packages (aarch64 cross gcc, QEMU, Chromium for the kiosk test) and rustup targets"
 PKGS=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross linux-libc-dev-arm64-cross qemu-user
-  qemu-system-arm libclang-dev clang cpio binutils)
+  qemu-system-arm libclang-dev clang cpio binutils chromium chromium-driver)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -45,6 +38,9 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 rustup target add aarch64-unknown-linux-gnu aarch64-unknown-linux-musl >/dev/null
+
+echo "== tests (x86_64)"
+HYDRANET_REQUIRE_BROWSER=1 cargo test --workspace --locked
 
 echo "== parity on aarch64 under qemu-aarch64 -cpu cortex-a72 (gnu, then musl)"
 for libc in gnu musl; do

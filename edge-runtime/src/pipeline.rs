@@ -296,6 +296,14 @@ where
                         frame.seq = seq;
                         seq += 1;
                         status.captured.fetch_add(1, Relaxed);
+                        if !src.is_live() {
+                            // On demand: make the next frame only once inference has
+                            // taken the last one (one frame ahead: capture overlaps
+                            // inference, and no frame is made to be dropped).
+                            while !(ready_tx.len() == 0 && free_rx.ready()) && !stop.load(Relaxed) {
+                                thread::park_timeout(Duration::from_millis(20));
+                            }
+                        }
                         // Only this thread enqueues, so a ready queue with room stays so.
                         if !ready_tx.ready() {
                             status.dropped.fetch_add(1, Relaxed);
@@ -407,6 +415,7 @@ where
                 }))
             })();
             let _ = free_tx.enqueue(frame);
+            capture.thread().unpark();
             first.get_or_insert_with(Instant::now);
             processed += 1;
             status.processed.fetch_add(1, Relaxed);

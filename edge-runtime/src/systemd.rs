@@ -1,4 +1,4 @@
-//! systemd integration for the service: READY once frames flow, watchdog pings while the
+//! systemd integration for the service: READY once the loop runs, watchdog pings while the
 //! processing loop is alive. Every call is a no-op outside systemd (no NOTIFY_SOCKET).
 use std::{
     sync::atomic::Ordering::Relaxed,
@@ -7,11 +7,12 @@ use std::{
 
 use crate::pipeline::Status;
 
-/// systemd integration: READY=1 once frames flow, WATCHDOG=1 while the loop is alive
+/// systemd integration: READY=1 once the loop runs, WATCHDOG=1 while it is alive
 /// (also while a lost camera is being retried: the process is healthy, the camera is not).
 #[derive(Default)]
 pub struct Systemd {
     ready: bool,
+    source_ok: Option<bool>,
     watchdog: Option<Duration>,
     last_ping: Option<Instant>,
 }
@@ -25,12 +26,30 @@ impl Systemd {
         }
     }
 
-    /// Pings the watchdog at half its period and says READY once.
+    /// Says READY on the first call (the model is loaded and the loop runs: a board that
+    /// boots without its camera must not be restarted for it), keeps STATUS on the camera's
+    /// state, and pings the watchdog at half its period.
     pub fn tick(&mut self, status: &Status) {
         use sd_notify::NotifyState;
-        if !self.ready && status.processed.load(Relaxed) > 0 {
+        let ok = status.source_ok.load(Relaxed);
+        if !self.ready || self.source_ok != Some(ok) {
+            let text = if ok {
+                "camera delivering"
+            } else {
+                "waiting for the camera (retrying)"
+            };
+            let ready = if self.ready {
+                None
+            } else {
+                Some(NotifyState::Ready)
+            };
+            let states: Vec<NotifyState> = ready
+                .into_iter()
+                .chain([NotifyState::Status(text)])
+                .collect();
+            let _ = sd_notify::notify(&states);
             self.ready = true;
-            let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("running")]);
+            self.source_ok = Some(ok);
         }
         if let Some(period) = self.watchdog {
             if self.last_ping.is_none_or(|t| t.elapsed() >= period / 2) {

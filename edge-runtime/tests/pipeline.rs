@@ -305,3 +305,43 @@ fn run_refuses_a_bad_source_and_a_missing_camera_is_retried_until_stopped() {
         assert!(stderr.contains("no frame was processed"), "{stderr}");
     }
 }
+
+/// Under systemd (Type=notify, WatchdogSec): READY as soon as the loop runs, even with the
+/// camera missing (a board must not be restarted for its camera), then watchdog pings.
+#[cfg(target_os = "linux")]
+#[test]
+fn tells_systemd_ready_and_pings_the_watchdog_while_the_camera_is_missing() {
+    use std::os::unix::net::UnixDatagram;
+    let f = Fixture::load().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut child = bin()
+        .args(["run", "--model"])
+        .arg(f.model_path())
+        .args(["--source", "v4l:/dev/video-absent", "--progress", "0"])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut got = String::new();
+    let mut buf = [0u8; 512];
+    let t0 = std::time::Instant::now();
+    while !(got.contains("READY=1") && got.matches("WATCHDOG=1").count() >= 2)
+        && t0.elapsed() < Duration::from_secs(10)
+    {
+        if let Ok(n) = sock.recv(&mut buf) {
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+            got.push('\n');
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(got.contains("READY=1"), "{got}");
+    assert!(got.contains("STATUS=waiting for the camera"), "{got}");
+    assert!(got.matches("WATCHDOG=1").count() >= 2, "{got}");
+}

@@ -34,9 +34,27 @@ pub struct Args {
     /// JPEG quality of the video stream.
     #[arg(long, default_value_t = 75)]
     jpeg_quality: u8,
+    /// Close a connection that has not sent its request headers after this many seconds
+    /// (half-open and trickling clients).
+    #[arg(long, default_value_t = 10.0)]
+    header_timeout: f64,
+    /// Drop a client that has not read for this many seconds (a stalled stream).
+    #[arg(long, default_value_t = 5.0)]
+    write_timeout: f64,
+    /// Most simultaneous video clients (and, separately, event clients).
+    #[arg(long, default_value_t = 64)]
+    max_clients: usize,
     /// tract threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+}
+
+fn seconds(v: f64, flag: &str) -> Result<std::time::Duration> {
+    anyhow::ensure!(
+        v.is_finite() && v > 0.0,
+        "{flag} must be a positive number of seconds"
+    );
+    Ok(std::time::Duration::from_secs_f64(v))
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
@@ -62,6 +80,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
         token: a.token,
         stream_fps: a.stream_fps,
         jpeg_quality: a.jpeg_quality,
+        header_timeout: seconds(a.header_timeout, "--header-timeout")?,
+        write_timeout: seconds(a.write_timeout, "--write-timeout")?,
+        max_stream_clients: a.max_clients,
+        max_event_clients: a.max_clients,
         ..kiosk::Options::default()
     };
     let source_opts = a.capture.options();

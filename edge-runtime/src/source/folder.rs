@@ -146,6 +146,10 @@ impl FrameSource for Folder {
         )
     }
 
+    fn is_live(&self) -> bool {
+        self.fps > 0.0
+    }
+
     fn next_frame(&mut self, frame: &mut Frame) -> Result<(), SourceError> {
         super::pace(&mut self.next, self.fps);
         let t0 = Instant::now();

@@ -101,6 +101,12 @@ pub trait FrameSource: Send {
     /// Fills `frame` with the next picture (its pixels, size, `captured`, `label`); blocks
     /// as long as the source paces itself.
     fn next_frame(&mut self, frame: &mut Frame) -> Result<(), SourceError>;
+    /// Whether frames arrive on their own clock (a camera, a paced pattern): then capture
+    /// keeps going and inference takes the newest. An unpaced file or pattern source is
+    /// read on demand instead, so no frame is made only to be dropped.
+    fn is_live(&self) -> bool {
+        true
+    }
 }
 
 /// Camera pixel format preference.

@@ -124,6 +124,10 @@ impl FrameSource for Pattern {
         )
     }
 
+    fn is_live(&self) -> bool {
+        self.fps > 0.0
+    }
+
     fn next_frame(&mut self, frame: &mut Frame) -> Result<(), SourceError> {
         super::pace(&mut self.next, self.fps);
         let t0 = Instant::now();
@@ -135,7 +139,7 @@ impl FrameSource for Pattern {
         // is visible at a glance.
         let stride = self.width as usize * 2;
         let side = (self.height / 16).max(2) as usize & !1;
-        let x0 = (self.count as usize * 8) % (stride.saturating_sub(side * 2).max(1)) & !3;
+        let x0 = ((self.count as usize * 8) % stride.saturating_sub(side * 2).max(1)) & !3;
         for line in self
             .scratch
             .chunks_exact_mut(stride)
