@@ -300,7 +300,10 @@ where
                             // On demand: make the next frame only once inference has
                             // taken the last one (one frame ahead: capture overlaps
                             // inference, and no frame is made to be dropped).
-                            while !(ready_tx.len() == 0 && free_rx.ready()) && !stop.load(Relaxed) {
+                            while !stop.load(Relaxed) {
+                                if ready_tx.is_empty() && free_rx.ready() {
+                                    break;
+                                }
                                 thread::park_timeout(Duration::from_millis(20));
                             }
                         }
