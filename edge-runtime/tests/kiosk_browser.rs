@@ -1,7 +1,8 @@
 //! The kiosk in a real browser: headless Chromium driven through chromedriver. Needs
 //! Debian's `chromium` and `chromium-driver`: scripts/test.sh installs them and sets
 //! HYDRANET_REQUIRE_BROWSER=1, under which a missing browser is a failure; elsewhere the
-//! test says it is skipped.
+//! test says it is skipped. Built on x86_64 only (its dev-dependencies are x86_64-only).
+#![cfg(all(target_arch = "x86_64", feature = "kiosk"))]
 mod common;
 
 use std::{

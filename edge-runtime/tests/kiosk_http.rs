@@ -2,6 +2,7 @@
 //! and garbage requests, half-open connections, clients that never read, missing tokens,
 //! client limits. Each must get a clear 4xx/5xx or a closed connection, and the kiosk must
 //! keep serving.
+#![cfg(feature = "kiosk")]
 mod common;
 
 use std::{
