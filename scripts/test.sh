@@ -39,6 +39,10 @@ if ((${#missing[@]})); then
 fi
 rustup target add aarch64-unknown-linux-gnu aarch64-unknown-linux-musl >/dev/null
 
+echo "== models: the no_std core (contract, decoding, smoothing, defmt) for a microcontroller"
+rustup target add thumbv7em-none-eabihf >/dev/null
+cargo build --locked -q -p models --no-default-features --features defmt --target thumbv7em-none-eabihf
+
 echo "== tests (x86_64)"
 HYDRANET_REQUIRE_BROWSER=1 cargo test --workspace --locked
 

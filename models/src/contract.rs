@@ -1,10 +1,10 @@
 //! The versioned contract between training and the edge, and its string-map form
 //! (which becomes an ONNX file's `metadata_props`).
-use std::collections::BTreeMap;
+use alloc::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{heads::utkface_heads, Error, HeadSpec, PreprocessSpec, Result};
+use crate::{heads::utkface_heads, prelude::*, Error, HeadSpec, PreprocessSpec, Result};
 
 /// Version of the contract format written by this build. A reader refuses other versions:
 /// a silently misread contract would mislabel every prediction.

@@ -1,9 +1,10 @@
 //! Raw head outputs → typed predictions.
 use serde::{Serialize, Serializer};
 
-use crate::{heads::HeadKind, Error, HeadSpec, Result};
+use crate::{heads::HeadKind, prelude::*, Error, HeadSpec, Result};
 
 /// One head's decoded answer.
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum HeadOutput {
@@ -62,6 +63,7 @@ impl HeadOutput {
 }
 
 /// All heads' answers for one image, in contract order.
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prediction {
     /// `(head name, output)` pairs.
@@ -76,7 +78,7 @@ impl Prediction {
 }
 
 impl Serialize for Prediction {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+    fn serialize<S: Serializer>(&self, s: S) -> core::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut m = s.serialize_map(Some(self.heads.len()))?;
         for (k, v) in &self.heads {
@@ -89,9 +91,9 @@ impl Serialize for Prediction {
 /// Numerically stable logistic function.
 pub fn sigmoid(x: f32) -> f32 {
     if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
+        1.0 / (1.0 + libm::expf(-x))
     } else {
-        let e = x.exp();
+        let e = libm::expf(x);
         e / (1.0 + e)
     }
 }
@@ -99,7 +101,7 @@ pub fn sigmoid(x: f32) -> f32 {
 /// Numerically stable softmax (max subtracted first).
 pub fn softmax(logits: &[f32]) -> Vec<f32> {
     let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f32> = logits.iter().map(|l| (l - m).exp()).collect();
+    let e: Vec<f32> = logits.iter().map(|l| libm::expf(l - m)).collect();
     let sum: f32 = e.iter().sum();
     e.into_iter().map(|v| v / sum).collect()
 }

@@ -1,5 +1,8 @@
 //! The crate's one error type.
+#[cfg(feature = "std")]
 use std::path::PathBuf;
+
+use crate::prelude::*;
 
 /// Everything that can go wrong in the contract crate.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,7 @@ pub enum Error {
         got: usize,
     },
     /// A file or folder could not be read.
+    #[cfg(feature = "std")]
     #[error("cannot read {path}: {source}")]
     Io {
         /// The path.
@@ -45,6 +49,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// An image could not be decoded.
+    #[cfg(feature = "std")]
     #[error("cannot decode image {path}: {reason}")]
     Image {
         /// The path.
@@ -53,6 +58,7 @@ pub enum Error {
         reason: String,
     },
     /// A manifest row is wrong.
+    #[cfg(feature = "std")]
     #[error("manifest {path}, line {line}: {reason}")]
     Manifest {
         /// The manifest file.
@@ -63,6 +69,7 @@ pub enum Error {
         reason: String,
     },
     /// A data source held no usable sample.
+    #[cfg(feature = "std")]
     #[error("no usable samples in {path} ({rejected} rejected){details}")]
     NoSamples {
         /// The folder or manifest.
@@ -83,4 +90,4 @@ pub enum Error {
 }
 
 /// Result alias of this crate.
-pub type Result<T> = std::result::Result<T, Error>;
+pub type Result<T> = core::result::Result<T, Error>;

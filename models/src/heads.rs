@@ -1,7 +1,7 @@
 //! Head specifications: what each head predicts and how its raw output is read.
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{prelude::*, Error, Result};
 
 /// What kind of quantity a head predicts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,7 +107,7 @@ impl HeadSpec {
 
     /// Checks that a target value is valid for this head (a class index in range, a finite
     /// regression value inside `[min, max]`).
-    pub fn check_target(&self, value: f32) -> std::result::Result<(), String> {
+    pub fn check_target(&self, value: f32) -> core::result::Result<(), String> {
         match &self.kind {
             HeadKind::Regression { min, max, .. } => {
                 if value.is_finite() && value >= *min && value <= *max {
@@ -118,7 +118,7 @@ impl HeadSpec {
             }
             _ => {
                 let n = self.num_classes().unwrap_or(0);
-                if value.fract() == 0.0 && value >= 0.0 && (value as usize) < n {
+                if libm::truncf(value) == value && value >= 0.0 && (value as usize) < n {
                     Ok(())
                 } else {
                     Err(format!("{} class {value} not in 0..{n}", self.name))

@@ -5,13 +5,35 @@
 //! head outputs into typed predictions ([`decode`]), the versioned contract that travels in
 //! an ONNX file's `metadata_props` ([`contract`]), data set readers ([`dataset`]) and the
 //! metrics both sides report ([`metrics`]).
+//!
+//! Without the default `std` feature the crate is `no_std` + `alloc`: the contract, head
+//! specifications, output decoding, smoothing and the preprocessing *spec* (guide box,
+//! regions) still build, for a microcontroller-class status display; the image functions,
+//! data sets and metrics need `std`. The `defmt` feature derives `defmt::Format` on the
+//! prediction types.
+#![cfg_attr(not(feature = "std"), no_std)]
 #![warn(missing_docs)]
 
+extern crate alloc;
+
+/// The `alloc` names every module uses, so the same code builds with and without `std`.
+mod prelude {
+    pub use alloc::{
+        borrow::ToOwned,
+        format,
+        string::{String, ToString},
+        vec,
+        vec::Vec,
+    };
+}
+
 pub mod contract;
+#[cfg(feature = "std")]
 pub mod dataset;
 pub mod decode;
 pub mod error;
 pub mod heads;
+#[cfg(feature = "std")]
 pub mod metrics;
 pub mod preprocess;
 pub mod smooth;

@@ -3,10 +3,11 @@
 //! Training caches the resized RGB8 pixels ([`resize_rgb`]) and normalises augmented copies
 //! with [`normalize_hwc_into`]; the edge and the export fixtures call [`preprocess`], which is
 //! the same two steps. Nothing else in the project turns pixels into network input.
+#[cfg(feature = "std")]
 use image::{imageops::FilterType, DynamicImage, RgbImage};
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{prelude::*, Error, Result};
 
 /// ImageNet channel means, the seed's normalisation.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -27,6 +28,7 @@ pub enum ResizeFilter {
     Lanczos3,
 }
 
+#[cfg(feature = "std")]
 impl ResizeFilter {
     fn filter_type(self) -> FilterType {
         match self {
@@ -99,6 +101,7 @@ impl PreprocessSpec {
     }
 }
 
+#[cfg(feature = "std")]
 /// Converts any image to RGB8 at the spec's input size (grayscale is replicated, alpha
 /// dropped). An image already at the size is only converted, never resampled.
 pub fn resize_rgb(img: &DynamicImage, spec: &PreprocessSpec) -> RgbImage {
@@ -146,6 +149,7 @@ pub fn normalize_hwc_into(pixels: &[u8], spec: &PreprocessSpec, out: &mut [f32])
     Ok(())
 }
 
+#[cfg(feature = "std")]
 /// The preprocessing function: any image → normalised CHW `f32` of the spec's size.
 pub fn preprocess(img: &DynamicImage, spec: &PreprocessSpec) -> Vec<f32> {
     let mut out = vec![0.0; spec.input_len()];
@@ -153,6 +157,7 @@ pub fn preprocess(img: &DynamicImage, spec: &PreprocessSpec) -> Vec<f32> {
     out
 }
 
+#[cfg(feature = "std")]
 /// [`preprocess`] into a caller's buffer of [`PreprocessSpec::input_len`] values.
 pub fn preprocess_into(img: &DynamicImage, spec: &PreprocessSpec, out: &mut [f32]) -> Result<()> {
     let rgb = resize_rgb(img, spec);
@@ -195,15 +200,15 @@ impl Default for GuideBox {
     }
 }
 
-impl std::str::FromStr for GuideBox {
+impl core::str::FromStr for GuideBox {
     type Err = String;
 
     /// `cx,cy,h`, each a fraction of the frame, e.g. `0.5,0.5,0.7`.
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+    fn from_str(s: &str) -> core::result::Result<Self, String> {
         let v: Vec<f32> = s
             .split(',')
             .map(|p| p.trim().parse::<f32>())
-            .collect::<std::result::Result<_, _>>()
+            .collect::<core::result::Result<_, _>>()
             .map_err(|e| format!("guide box `{s}`: {e} (expected cx,cy,height fractions)"))?;
         let [center_x, center_y, height] = v[..] else {
             return Err(format!(
@@ -237,11 +242,11 @@ impl GuideBox {
             h = w / aspect;
         }
         let (w, h) = (
-            (w.round() as u32).clamp(1, width.max(1)),
-            (h.round() as u32).clamp(1, height.max(1)),
+            (libm::roundf(w) as u32).clamp(1, width.max(1)),
+            (libm::roundf(h) as u32).clamp(1, height.max(1)),
         );
         let clamp_start = |centre: f32, size: u32, limit: u32| {
-            let start = (centre * limit as f32 - size as f32 / 2.0).round();
+            let start = libm::roundf(centre * limit as f32 - size as f32 / 2.0);
             (start.max(0.0) as u32).min(limit.saturating_sub(size))
         };
         Region {
@@ -253,6 +258,7 @@ impl GuideBox {
     }
 }
 
+#[cfg(feature = "std")]
 /// The preprocessing function for a region of an interleaved RGB8 frame (a camera frame):
 /// the region is letterboxed into the input size (resized with the spec's filter, keeping
 /// its aspect ratio; the margin is the mean colour, which normalises to zero) and

@@ -9,7 +9,7 @@
 use heapless::{HistoryBuf, Vec as FixedVec};
 use serde::Serialize;
 
-use crate::{decode::HeadOutput, heads::HeadKind, Error, HeadSpec, Prediction, Result};
+use crate::{decode::HeadOutput, heads::HeadKind, prelude::*, Error, HeadSpec, Prediction, Result};
 
 /// Largest window a [`Smoother`] holds.
 pub const MAX_WINDOW: usize = 32;
@@ -42,6 +42,7 @@ impl Default for SmoothConfig {
 }
 
 /// One head's smoothed answer.
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum SmoothedHead {
@@ -68,6 +69,7 @@ pub enum SmoothedHead {
 }
 
 /// All heads smoothed over the window.
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Smoothed {
     /// `(head name, answer)` in contract order.
@@ -164,8 +166,12 @@ impl Smoother {
                 let head = match &spec.kind {
                     HeadKind::Regression { min, max, .. } => {
                         let mean = recent.iter().map(|s| s[0]).sum::<f32>() / n;
-                        let var = recent.iter().map(|s| (s[0] - mean).powi(2)).sum::<f32>() / n;
-                        let spread = var.sqrt();
+                        let var = recent
+                            .iter()
+                            .map(|s| (s[0] - mean) * (s[0] - mean))
+                            .sum::<f32>()
+                            / n;
+                        let spread = libm::sqrtf(var);
                         steady &= spread <= self.config.max_spread * (max - min);
                         SmoothedHead::Regression {
                             value: mean,
