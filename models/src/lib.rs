@@ -19,7 +19,6 @@ extern crate alloc;
 /// The `alloc` names every module uses, so the same code builds with and without `std`.
 mod prelude {
     pub use alloc::{
-        borrow::ToOwned,
         format,
         string::{String, ToString},
         vec,
