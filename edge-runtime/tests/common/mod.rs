@@ -43,13 +43,15 @@ impl Kiosk {
             .spawn()
             .expect("starting the kiosk");
         let kiosk = Kiosk { child, addr };
+        // Ready when it answers HTTP, not merely when the port accepts: the socket is bound
+        // before the server's accept loop runs, and a loaded machine can take seconds.
         let t0 = Instant::now();
-        while TcpStream::connect(addr).is_err() {
+        while kiosk.get("/").0 != 200 {
             assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "kiosk did not listen"
+                t0.elapsed() < Duration::from_secs(30),
+                "kiosk did not answer"
             );
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(100));
         }
         kiosk
     }
@@ -59,10 +61,12 @@ impl Kiosk {
     }
 
     /// One raw request; returns the status code and the body (as much as arrives before
-    /// the server closes or 2 s pass).
+    /// the server closes or 5 s pass); code 0 when nothing came back.
     pub fn raw(&self, request: &[u8]) -> (u16, String) {
-        let mut s = TcpStream::connect(self.addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok();
+        let Ok(mut s) = TcpStream::connect(self.addr) else {
+            return (0, String::new());
+        };
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok();
         let _ = s.write_all(request);
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
