@@ -55,25 +55,30 @@ impl Sink for Collect {
     }
 }
 
+/// Runs the pattern source at `fps` through the pipeline with `config`.
+fn run_pattern(fps: f32, config: &pipeline::Config, sink: &mut Collect) -> pipeline::Report {
+    let engine = engine();
+    let (status, stop) = (Status::default(), AtomicBool::new(false));
+    let opts = pattern(fps);
+    pipeline::run(
+        || SourceSpec::Pattern.open(&opts),
+        &engine,
+        config,
+        &status,
+        &stop,
+        sink,
+    )
+    .unwrap()
+}
+
 #[test]
 fn pattern_frames_flow_and_become_steady() {
-    let engine = engine();
     let config = pipeline::Config {
         max_frames: Some(40),
         ..pipeline::Config::default()
     };
-    let (status, stop) = (Status::default(), AtomicBool::new(false));
     let mut sink = Collect::default();
-    let opts = pattern(0.0);
-    let report = pipeline::run(
-        || SourceSpec::Pattern.open(&opts),
-        &engine,
-        &config,
-        &status,
-        &stop,
-        &mut sink,
-    )
-    .unwrap();
+    let report = run_pattern(0.0, &config, &mut sink);
     assert_eq!(report.processed, 40);
     assert_eq!(sink.frames.len(), 40);
     assert!(
@@ -88,26 +93,15 @@ fn pattern_frames_flow_and_become_steady() {
 
 #[test]
 fn slow_inference_drops_frames_instead_of_stalling_capture() {
-    let engine = engine();
     let config = pipeline::Config {
         max_frames: Some(8),
         ..pipeline::Config::default()
     };
-    let (status, stop) = (Status::default(), AtomicBool::new(false));
     let mut sink = Collect {
         sleep: Duration::from_millis(40),
         ..Collect::default()
     };
-    let opts = pattern(200.0);
-    let report = pipeline::run(
-        || SourceSpec::Pattern.open(&opts),
-        &engine,
-        &config,
-        &status,
-        &stop,
-        &mut sink,
-    )
-    .unwrap();
+    let report = run_pattern(200.0, &config, &mut sink);
     // Capture ran at its own pace (~8 frames per 40 ms sink) while 8 were processed:
     // the rest are counted as dropped, and the consumer always took the newest.
     assert!(report.captured > 3 * report.processed, "{report:?}");

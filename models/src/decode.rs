@@ -106,7 +106,8 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
     e.into_iter().map(|v| v / sum).collect()
 }
 
-fn argmax(v: &[f32]) -> usize {
+/// Index of the largest value (the first on ties).
+pub(crate) fn argmax(v: &[f32]) -> usize {
     let mut best = 0;
     for (i, x) in v.iter().enumerate() {
         if *x > v[best] {

@@ -9,7 +9,12 @@
 use heapless::{HistoryBuf, Vec as FixedVec};
 use serde::Serialize;
 
-use crate::{decode::HeadOutput, heads::HeadKind, prelude::*, Error, HeadSpec, Prediction, Result};
+use crate::{
+    decode::{argmax, HeadOutput},
+    heads::HeadKind,
+    prelude::*,
+    Error, HeadSpec, Prediction, Result,
+};
 
 /// Largest window a [`Smoother`] holds.
 pub const MAX_WINDOW: usize = 32;
@@ -209,16 +214,6 @@ impl Smoother {
             steady: steady && frames >= window,
         }
     }
-}
-
-fn argmax(v: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 #[cfg(test)]
