@@ -3,8 +3,19 @@
 #
 # Needs ../shared (the UTKFace folder) beside the repository; set HYDRANET_UTKFACE to use
 # another copy. CARGO_TARGET_DIR may point outside the clone to reuse a build cache.
+#
+# --cuda (or HYDRANET_TEST_CUDA=1) also compile-checks host-train's `cuda` feature with
+# scripts/build-cuda.sh --check (CUDA wheels and its own target folder under
+# ~/.cache/hydranet-edge; ~15 min cold on 2 cores, so not part of the default run or CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+CUDA="${HYDRANET_TEST_CUDA:-0}"
+for arg in "$@"; do
+  case "$arg" in
+    --cuda) CUDA=1 ;;
+    *) echo "unknown option $arg (scripts/test.sh [--cuda])" >&2; exit 2 ;;
+  esac
+done
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
 echo "== toolchain"
@@ -61,3 +72,8 @@ cargo xtask bundle --board rpi4 --model tests/fixtures/parity-v1/model.onnx \
   --binary "$CARGO_TARGET_DIR/aarch64-unknown-linux-musl/cross/edge-runtime" --out "$BOOT"
 boards/qemu/boot-test.sh --bundle "$BOOT"/hydranet-edge-rpi4-*.tar.gz --log "$BOOT/console.log"
 scripts/check-boot-log.py "$BOOT/console.log"
+
+if [[ $CUDA == 1 ]]; then
+  echo "== cuda: compile check of host-train --features cuda (scripts/build-cuda.sh --check)"
+  scripts/build-cuda.sh --check
+fi

@@ -28,8 +28,17 @@ pub fn open(spec: &str) -> Result<Device> {
 
 #[cfg(feature = "cuda")]
 fn open_cuda(ordinal: usize) -> Result<Device> {
-    Device::new_cuda(ordinal)
-        .map_err(|e| Error::Config(format!("cannot open CUDA device {ordinal}: {e}")))
+    Device::new_cuda(ordinal).map_err(|e| {
+        // The driver's message is what helps; Candle adds a backtrace under RUST_BACKTRACE.
+        let e = match e {
+            candle_core::Error::WithBacktrace { inner, .. } => *inner,
+            e => e,
+        };
+        Error::Config(format!(
+            "cannot open CUDA device {ordinal}: {e} (no NVIDIA GPU or driver here? \
+             `nvidia-smi` lists the GPUs; use --device cpu)"
+        ))
+    })
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -54,5 +63,19 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("without the `cuda` feature"));
+    }
+
+    /// With the feature: a GPU opens, and no GPU (or the build-time stub libcuda) is an
+    /// error that says which device, not a panic.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_opens_or_fails_cleanly() {
+        match open("cuda") {
+            Ok(d) => assert!(d.is_cuda()),
+            Err(e) => assert!(
+                e.to_string().starts_with("cannot open CUDA device 0: "),
+                "{e}"
+            ),
+        }
     }
 }

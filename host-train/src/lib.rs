@@ -10,6 +10,7 @@ pub mod export;
 pub mod kernels;
 pub mod net;
 pub mod quant;
+pub mod report;
 pub mod synth;
 pub mod train;
 

@@ -31,6 +31,11 @@ enum Command {
     Synth(cli::synth::Args),
     /// Export a checkpoint to ONNX (contract in the metadata).
     Export(cli::export::Args),
+    /// Train one head (existing or new) on a frozen body; the rest stays bit-identical.
+    Finetune(cli::finetune::Args),
+    /// Model-card material: training curves, confusion matrices, scatter (PNG), fairness
+    /// table and goal checks (markdown, JSON).
+    Report(cli::report::Args),
 }
 
 /// `host-train --export model.onnx [train options]` (the design card's form) is
@@ -69,6 +74,8 @@ fn main() -> ExitCode {
         Command::Bench(a) => cli::bench::run(a),
         Command::Synth(a) => cli::synth::run(a),
         Command::Export(a) => cli::export::run(a),
+        Command::Finetune(a) => cli::finetune::run(a),
+        Command::Report(a) => cli::report::run(a),
     };
     match result {
         Ok(code) => code,

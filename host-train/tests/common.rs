@@ -47,5 +47,6 @@ pub fn tiny_config(data: &Path, out: &Path) -> TrainConfig {
         limit: None,
         device: "cpu".into(),
         kernels: Kernels::Fast,
+        init_from: None,
     }
 }

@@ -186,9 +186,14 @@ fn utk_targets(heads: &[HeadSpec], l: UtkLabels) -> Result<Vec<f32>> {
             "age" => Ok(l.age as f32),
             "gender" => Ok(l.gender as f32),
             "ethnicity" => Ok(l.ethnicity as f32),
-            other => Err(Error::InvalidContract(format!(
-                "UTKFace file names carry no label for head `{other}`; use a CSV manifest"
-            ))),
+            other => h
+                .age_band_class(l.age as f32)
+                .map(|c| c as f32)
+                .ok_or_else(|| {
+                    Error::InvalidContract(format!(
+                        "UTKFace file names carry no label for head `{other}`; use a CSV manifest"
+                    ))
+                }),
         })
         .collect()
 }

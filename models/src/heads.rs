@@ -79,6 +79,42 @@ impl HeadSpec {
         }
     }
 
+    /// A multi-class head over age ranges, one class per band starting at each of `edges`
+    /// (ascending, in years): `[0, 13, 20]` gives `0-12`, `13-19`, `20+`. Its targets come
+    /// from the age label, so it can be added to a UTKFace model without new annotations.
+    pub fn age_bands(name: &str, edges: &[u32]) -> core::result::Result<Self, String> {
+        if edges.len() < 2 || edges.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(format!(
+                "age bands for `{name}` need at least two ascending edges, got {edges:?}"
+            ));
+        }
+        let labels: Vec<String> = edges
+            .iter()
+            .enumerate()
+            .map(|(i, &lo)| match edges.get(i + 1) {
+                Some(&next) => format!("{lo}-{}", next - 1),
+                None => format!("{lo}+"),
+            })
+            .collect();
+        Ok(Self {
+            name: name.into(),
+            kind: HeadKind::Multiclass { labels },
+        })
+    }
+
+    /// For a multi-class head whose labels are all age ranges (`13-19`, `60+`), the class
+    /// holding `age`; `None` for any other head or an age outside every range.
+    pub fn age_band_class(&self, age: f32) -> Option<usize> {
+        let HeadKind::Multiclass { labels } = &self.kind else {
+            return None;
+        };
+        let ranges: Option<Vec<(f32, f32)>> = labels.iter().map(|l| parse_age_range(l)).collect();
+        ranges?
+            .iter()
+            // A band `a-b` of whole years holds every age below b + 1.
+            .position(|&(lo, hi)| age >= lo && age < hi + 1.0)
+    }
+
     /// Number of raw values the network emits for this head.
     pub fn output_width(&self) -> usize {
         match &self.kind {
@@ -168,6 +204,18 @@ impl HeadSpec {
     }
 }
 
+fn parse_age_range(label: &str) -> Option<(f32, f32)> {
+    let num = |s: &str| s.trim().parse::<u32>().ok().map(|v| v as f32);
+    match label.strip_suffix('+') {
+        Some(lo) => Some((num(lo)?, f32::INFINITY)),
+        None => {
+            let (lo, hi) = label.split_once('-')?;
+            let (lo, hi) = (num(lo)?, num(hi)?);
+            (lo <= hi).then_some((lo, hi))
+        }
+    }
+}
+
 /// UTKFace's ethnicity labels, in the order of the file names' race field.
 pub const UTK_ETHNICITIES: [&str; 5] = ["White", "Black", "Asian", "Indian", "Others"];
 /// UTKFace's gender labels, in the order of the file names' gender field.
@@ -192,6 +240,26 @@ pub fn utkface_heads() -> Vec<HeadSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn age_bands_label_and_classify_every_age() {
+        let h = HeadSpec::age_bands("age_band", &[0, 13, 20, 40, 60]).unwrap();
+        assert_eq!(h.labels(), ["0-12", "13-19", "20-39", "40-59", "60+"]);
+        let classes: Vec<_> = [1.0, 12.0, 12.5, 13.0, 19.0, 20.0, 59.0, 60.0, 116.0]
+            .iter()
+            .map(|&a| h.age_band_class(a))
+            .collect();
+        assert_eq!(
+            classes,
+            [0, 0, 0, 1, 1, 2, 3, 4, 4].map(Some).to_vec(),
+            "bands hold whole years"
+        );
+        assert!(HeadSpec::age_bands("b", &[10]).is_err());
+        assert!(HeadSpec::age_bands("b", &[10, 5]).is_err());
+        assert_eq!(utkface_heads()[2].age_band_class(30.0), None);
+        assert_eq!(utkface_heads()[0].age_band_class(30.0), None);
+        assert_eq!(h.age_band_class(-1.0), None);
+    }
 
     #[test]
     fn default_heads_have_the_utkface_widths() {

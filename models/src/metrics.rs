@@ -98,6 +98,13 @@ pub struct HeadMetrics {
     pub confusion: Option<Vec<Vec<u64>>>,
 }
 
+impl HeadMetrics {
+    /// One line: `age MAE 6.21` or `gender acc 88.1% (F1 0.88)`.
+    pub fn one_line(&self) -> String {
+        head_text(self)
+    }
+}
+
 fn finish(heads: &[HeadSpec], acc: &Accum) -> Vec<HeadMetrics> {
     heads
         .iter()

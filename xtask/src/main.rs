@@ -56,9 +56,10 @@ struct BuildOpts {
 struct BundleArgs {
     #[command(flatten)]
     build: BuildOpts,
-    /// The ONNX model to ship (exported by host-train).
+    /// The ONNX model to ship (exported by host-train) [default: the shipped fp32 model,
+    /// models/utkface/hydranet-utkface.onnx].
     #[arg(long, value_name = "FILE")]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// A prebuilt edge-runtime for this board; without it, `build` runs first.
     #[arg(long, value_name = "PATH")]
     binary: Option<PathBuf>,
@@ -191,11 +192,15 @@ fn make_bundle(boards_dir: &std::path::Path, args: BundleArgs) -> Result<()> {
         .release_version
         .clone()
         .unwrap_or_else(|| bundle::default_version(&workspace));
+    let model = args
+        .model
+        .clone()
+        .unwrap_or_else(|| workspace.join("models/utkface/hydranet-utkface.onnx"));
     let created = bundle::create(&BundleSpec {
         board: &board,
         libc,
         binary: &binary,
-        model: &args.model,
+        model: &model,
         out_dir: &out,
         version: &version,
         created_unix: created_unix()?,

@@ -120,6 +120,8 @@ fn bench(a: &Args, kernels: Kernels) -> Result<()> {
         let _ = l.to_scalar::<f32>()?;
         let t1 = Instant::now();
         let grads = l.backward()?;
+        // GPU kernels are queued: wait for them so the backward time is the backward's.
+        dev.synchronize().context("synchronising the device")?;
         let t2 = Instant::now();
         opt.step(&grads, 1e-3)?;
         dev.synchronize().context("synchronising the device")?;

@@ -1,20 +1,28 @@
 //! `host-train eval`.
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use anyhow::{Context, Result};
+use candle_core::Device;
 use host_train::{
     data::ImageCache,
     device,
     export::import::load_onnx,
+    net::HydraNet,
     train::{evaluate::evaluate, setup::load_for_inference},
 };
-use models::dataset::{scan_source, split};
+use models::{
+    dataset::{scan_source, split},
+    Contract,
+};
 
 use super::DataArgs;
 
 /// Which part of the data to score.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Split {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Split {
     /// Every image (a held-out folder).
     All,
     /// The validation split of the checkpoint's run (same hash, same fraction).
@@ -53,33 +61,81 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(a: Args) -> Result<ExitCode> {
-    let dev = device::open(&a.device)?;
-    let (net, contract, val_fraction, what) = match (&a.checkpoint, &a.model) {
+/// A network to score: from a checkpoint or rebuilt from an ONNX file.
+pub struct Loaded {
+    /// The network.
+    pub net: HydraNet,
+    /// Its contract.
+    pub contract: Contract,
+    /// The validation fraction of its training run (for `--split`).
+    pub val_fraction: f64,
+    /// The file it came from.
+    pub path: PathBuf,
+}
+
+/// Loads `checkpoint` or `model` (an ONNX file); `val_fraction` overrides the fraction an
+/// ONNX file recorded.
+pub fn load(
+    checkpoint: Option<&Path>,
+    model: Option<&Path>,
+    val_fraction: Option<f64>,
+    dev: &Device,
+) -> Result<Loaded> {
+    match (checkpoint, model) {
         (Some(c), _) => {
             let (net, _vm, ck) =
-                load_for_inference(c, &dev).with_context(|| format!("loading {}", c.display()))?;
-            (net, ck.contract, ck.config.val_fraction, c.clone())
+                load_for_inference(c, dev).with_context(|| format!("loading {}", c.display()))?;
+            Ok(Loaded {
+                net,
+                contract: ck.contract,
+                val_fraction: ck.config.val_fraction,
+                path: c.to_path_buf(),
+            })
         }
         (None, Some(m)) => {
-            let im = load_onnx(m, &dev).with_context(|| format!("loading {}", m.display()))?;
+            let im = load_onnx(m, dev).with_context(|| format!("loading {}", m.display()))?;
             let recorded = im
                 .contract
                 .training
                 .get("val_fraction")
                 .and_then(|v| v.parse().ok());
-            let vf = a.val_fraction.or(recorded).unwrap_or(0.1);
-            (im.net, im.contract, vf, m.clone())
+            Ok(Loaded {
+                net: im.net,
+                contract: im.contract,
+                val_fraction: val_fraction.or(recorded).unwrap_or(0.1),
+                path: m.to_path_buf(),
+            })
         }
         (None, None) => anyhow::bail!("give --checkpoint or --model"),
-    };
-    let source = a.data.source()?;
+    }
+}
+
+/// The images of one split, read and preprocessed for `contract`.
+pub struct Scored {
+    /// The folder or manifest.
+    pub source: PathBuf,
+    /// The readable images.
+    pub cache: ImageCache,
+    /// Files skipped: malformed names and unreadable images.
+    pub skipped: usize,
+}
+
+/// Reads `split` of the data source (warning about every skipped file); fails when no
+/// image is readable.
+pub fn load_split(
+    data: &DataArgs,
+    contract: &Contract,
+    which: Split,
+    val_fraction: f64,
+) -> Result<Scored> {
+    let source = data.source()?;
     let scan = scan_source(&source, &contract.heads)
         .with_context(|| format!("reading {}", source.display()))?;
     if let Some(r) = scan.rejection_report() {
         tracing::warn!("{}: {r}", source.display());
     }
-    let samples = match a.split {
+    let rejected = scan.rejected.len();
+    let samples = match which {
         Split::All => scan.samples,
         Split::Val => split(&scan.samples, val_fraction).1,
         Split::Train => split(&scan.samples, val_fraction).0,
@@ -97,17 +153,34 @@ pub fn run(a: Args) -> Result<ExitCode> {
         "no readable images in {}",
         source.display()
     );
-    let r = evaluate(&net, &cache, &contract.heads, a.batch, &dev)?;
+    let skipped = rejected + cache.skipped.len();
+    Ok(Scored {
+        source,
+        cache,
+        skipped,
+    })
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    let dev = device::open(&a.device)?;
+    let m = load(
+        a.checkpoint.as_deref(),
+        a.model.as_deref(),
+        a.val_fraction,
+        &dev,
+    )?;
+    let d = load_split(&a.data, &m.contract, a.split, m.val_fraction)?;
+    let r = evaluate(&m.net, &d.cache, &m.contract.heads, a.batch, &dev)?;
     if a.json {
         let mut v = r.report.to_json();
-        v["skipped"] = serde_json::json!(scan.rejected.len() + cache.skipped.len());
-        v["checkpoint"] = serde_json::json!(what.display().to_string());
+        v["skipped"] = serde_json::json!(d.skipped);
+        v["checkpoint"] = serde_json::json!(m.path.display().to_string());
         println!("{v}");
     } else {
         println!(
             "{} on {} ({:?} split)",
-            what.display(),
-            source.display(),
+            m.path.display(),
+            d.source.display(),
             a.split
         );
         print!("{}", r.report.table());

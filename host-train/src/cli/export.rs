@@ -3,8 +3,9 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{Context, Result};
 use host_train::{
+    device,
     export::{export_checkpoint, ExportOptions, QuantForm, IR_VERSION, OPSET},
-    quant::{export_int8, Int8Request, Method},
+    quant::{export_int8_on, Int8Request, Method},
 };
 
 /// Number format of a quantized export.
@@ -43,6 +44,10 @@ pub struct Args {
     /// How each activation range is chosen.
     #[arg(long, value_enum, default_value_t = Method::Percentile, requires = "quantize")]
     calibration_method: Method,
+    /// cpu, cuda or cuda:N: where the int8 calibration images run. The conversion itself
+    /// copies the checkpoint's weights on the host, whichever device trained them.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 /// Exports `checkpoint` to `out` and says what was written.
@@ -78,6 +83,7 @@ pub fn export(
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
+    let dev = device::open(&a.device)?;
     let Some(Quantize::Int8) = a.quantize else {
         export(&a.checkpoint, &a.out, a.keep_batchnorm)?;
         return Ok(ExitCode::SUCCESS);
@@ -88,7 +94,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         count: a.calibration_count,
         method: a.calibration_method,
     };
-    let r = export_int8(&a.checkpoint, &a.out, &req).with_context(|| {
+    let r = export_int8_on(&a.checkpoint, &a.out, &req, &dev).with_context(|| {
         format!(
             "exporting {} to int8 {}{}",
             a.checkpoint.display(),

@@ -2,6 +2,8 @@
 pub mod bench;
 pub mod eval;
 pub mod export;
+pub mod finetune;
+pub mod report;
 pub mod synth;
 pub mod train;
 

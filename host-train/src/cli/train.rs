@@ -90,13 +90,27 @@ pub struct Args {
     /// Convolution kernels: `fast` (im2col + GEMM, CPU) or Candle's own.
     #[arg(long, value_enum, default_value_t = Kernels::Fast)]
     kernels: Kernels,
+    /// Stop after N optimiser steps in all, saving OUT/last.safetensors (`--resume`
+    /// continues). The schedule still spans `--epochs`: these are the full run's first N
+    /// steps, e.g. to compare devices step by step with `--log-steps`.
+    #[arg(long, value_name = "N")]
+    max_steps: Option<u64>,
+    /// Also log every step's losses and learning rate to OUT/log.jsonl (`"event": "step"`).
+    #[arg(long)]
+    log_steps: bool,
     /// Continue a run from a checkpoint (default: OUT/last.safetensors). The run's saved
-    /// configuration is used; other training flags are ignored.
+    /// configuration is used; other training flags are ignored, except those that say how
+    /// to run rather than what: --device, --kernels, --max-steps, --log-steps.
     #[arg(long, num_args = 0..=1, default_missing_value = "")]
     resume: Option<PathBuf>,
     /// After training, export the best checkpoint to this ONNX file.
     #[arg(long)]
     export: Option<PathBuf>,
+    /// Start the body from a torchvision ResNet state dict saved as safetensors
+    /// (`conv1.weight`, `layer1.0.bn1.running_mean`, ...; `fc.*` is ignored). Needs the
+    /// matching `--backbone` (torchvision's resnet18: `resnet18`).
+    #[arg(long, value_name = "FILE.safetensors")]
+    init_from: Option<PathBuf>,
 }
 
 impl Args {
@@ -132,6 +146,7 @@ impl Args {
             limit: self.limit,
             device: self.device.clone(),
             kernels: self.kernels,
+            init_from: self.init_from.clone(),
         })
     }
 }
@@ -155,6 +170,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             TrainConfig {
                 out: a.out.clone(),
                 kernels: a.kernels,
+                device: a.device.clone(),
                 ..ck.config
             }
         }
@@ -205,6 +221,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
         dev,
         stop,
     )?;
+    trainer.max_steps = a.max_steps;
+    trainer.log_steps = a.log_steps;
     println!(
         "training {} ({} parameters) on {}: {} epochs of {} steps, batch {}",
         backbone,
@@ -221,21 +239,29 @@ pub fn run(a: Args) -> Result<ExitCode> {
     );
     let outcome = trainer.run()?;
     match outcome {
-        Outcome::Finished => {
-            println!(
-                "done: best epoch {} (val loss {}), checkpoints in {}",
-                trainer
-                    .state
-                    .best_epoch
-                    .map(|e| e.to_string())
-                    .unwrap_or("-".into()),
-                trainer
-                    .state
-                    .best_val_loss
-                    .map(|l| format!("{l:.4}"))
-                    .unwrap_or("-".into()),
-                config.out.display()
-            );
+        Outcome::Finished | Outcome::StepLimit => {
+            if outcome == Outcome::StepLimit {
+                println!(
+                    "stopped after {} steps (--max-steps): saved {} (continue with --resume)",
+                    trainer.state.global_step,
+                    config.out.join("last.safetensors").display()
+                );
+            } else {
+                println!(
+                    "done: best epoch {} (val loss {}), checkpoints in {}",
+                    trainer
+                        .state
+                        .best_epoch
+                        .map(|e| e.to_string())
+                        .unwrap_or("-".into()),
+                    trainer
+                        .state
+                        .best_val_loss
+                        .map(|l| format!("{l:.4}"))
+                        .unwrap_or("-".into()),
+                    config.out.display()
+                );
+            }
             if let Some(onnx) = &a.export {
                 let best = config.out.join("best.safetensors");
                 let ck = if best.is_file() {

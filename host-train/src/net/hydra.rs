@@ -120,6 +120,17 @@ impl HydraNet {
             .collect()
     }
 
+    /// One head's raw output (by contract index) from the body features.
+    ///
+    /// # Shapes
+    /// `f`: `[N, F]` → `[N, width_h]`.
+    pub fn head_forward(&self, index: usize, f: &Tensor) -> Result<Tensor> {
+        let head = self.heads.get(index).ok_or_else(|| {
+            candle_core::Error::Msg(format!("no head {index} of {}", self.heads.len()))
+        })?;
+        head.forward(f, self.tap())
+    }
+
     /// Body once, then every head.
     ///
     /// # Shapes

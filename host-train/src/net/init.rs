@@ -14,11 +14,16 @@ use rand_distr::{Distribution, Normal};
 /// convolutions Kaiming-normal (fan-out, ReLU gain); linear weights and biases uniform in
 /// ±1/sqrt(fan_in). BatchNorm parameters and statistics keep their constant starts.
 pub fn reinit(varmap: &VarMap, seed: u64) -> Result<()> {
+    reinit_where(varmap, seed, |_| true)
+}
+
+/// [`reinit`] for the variables whose names pass `select` only (a new head).
+pub fn reinit_where(varmap: &VarMap, seed: u64, select: impl Fn(&str) -> bool) -> Result<()> {
     let vars = varmap
         .data()
         .lock()
         .map_err(|_| candle_core::Error::Msg("var map lock poisoned".into()))?;
-    let mut names: Vec<&String> = vars.keys().collect();
+    let mut names: Vec<&String> = vars.keys().filter(|n| select(n)).collect();
     names.sort();
     for name in names {
         let var = &vars[name];

@@ -1,6 +1,7 @@
 //! Candle networks: the ResNet body and the HydraNet that puts the contract's heads on it.
 pub mod hydra;
 pub mod init;
+pub mod pretrained;
 pub mod resnet;
 pub mod tap;
 

@@ -51,8 +51,18 @@ pub struct Int8Report {
 
 /// Calibrates (when the form quantizes activations) and writes the int8 ONNX file.
 pub fn export_int8(checkpoint: &Path, out: &Path, req: &Int8Request) -> Result<Int8Report> {
-    let dev = Device::Cpu;
-    let (net, _, ck) = load_for_inference(checkpoint, &dev)?;
+    export_int8_on(checkpoint, out, req, &Device::Cpu)
+}
+
+/// [`export_int8`] with the calibration images run on `dev` (the weights written are the
+/// checkpoint's, read on the host, whatever `dev` is).
+pub fn export_int8_on(
+    checkpoint: &Path,
+    out: &Path,
+    req: &Int8Request,
+    dev: &Device,
+) -> Result<Int8Report> {
+    let (net, _, ck) = load_for_inference(checkpoint, dev)?;
     let (acts, calibration, skipped) = match req.form {
         QuantForm::Weights => Default::default(),
         QuantForm::Qdq | QuantForm::Qlinear => {
@@ -61,7 +71,7 @@ pub fn export_int8(checkpoint: &Path, out: &Path, req: &Int8Request) -> Result<I
             })?;
             let spec = &ck.contract.preprocess;
             let set = calibrate::load_images(dir, spec, req.count, Some(ck.config.val_fraction))?;
-            let acts = calibrate::calibrate(net, &set, spec, req.method, 64, &dev)?;
+            let acts = calibrate::calibrate(net, &set, spec, req.method, 64, dev)?;
             let source = dir
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())

@@ -99,6 +99,36 @@ pub fn save(
             .collect()
     };
     tensors.extend(optim_state.iter().cloned());
+    save_tensors_to(paths, contract, config, state, tensors)
+}
+
+/// Saves a checkpoint made of exactly `tensors` (e.g. another checkpoint's, edited).
+pub fn save_tensors(
+    path: &Path,
+    contract: &Contract,
+    config: &TrainConfig,
+    state: &TrainState,
+    tensors: impl IntoIterator<Item = (String, Tensor)>,
+) -> Result<()> {
+    save_tensors_to(&[path], contract, config, state, tensors)
+}
+
+fn save_tensors_to(
+    paths: &[&Path],
+    contract: &Contract,
+    config: &TrainConfig,
+    state: &TrainState,
+    tensors: impl IntoIterator<Item = (String, Tensor)>,
+) -> Result<()> {
+    // Files are device-independent: every tensor is copied to the host first (a no-op on
+    // CPU), so a GPU run writes what a CPU run would, and a failed copy is an error here
+    // rather than a panic inside the serialiser.
+    let mut tensors = tensors
+        .into_iter()
+        .map(|(n, t)| Ok((n, t.to_device(&Device::Cpu)?)))
+        .collect::<Result<Vec<(String, Tensor)>>>()?;
+    // Sorted names: the same tensors always serialise to the same bytes.
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), FORMAT.to_string());
     meta.insert("contract".to_string(), meta_json(contract)?);
@@ -112,7 +142,8 @@ pub fn save(
     paths.iter().try_for_each(|p| write_atomic(p, &bytes))
 }
 
-/// Loads a checkpoint; any defect is an error naming the file.
+/// Loads a checkpoint with every tensor created on `device` (whatever device wrote it: the
+/// file holds host copies); any defect is an error naming the file.
 pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
         path: path.into(),

@@ -51,4 +51,7 @@ pub struct TrainConfig {
     /// Convolution kernels (same math; `fast` is CPU-only and falls back elsewhere).
     #[serde(default)]
     pub kernels: Kernels,
+    /// Body weights to start from: a torchvision ResNet state dict as safetensors.
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
 }

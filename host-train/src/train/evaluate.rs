@@ -1,7 +1,7 @@
 //! Validation and `eval`: run the network in inference mode over a cache, decode with the
 //! contract, score with the shared metrics.
 use candle_core::{Device, Tensor};
-use models::{decode::decode, metrics::Evaluator, metrics::Report, HeadSpec};
+use models::{decode::decode, metrics::Evaluator, metrics::Report, HeadSpec, Prediction};
 
 use super::loss::head_loss;
 use crate::{
@@ -36,6 +36,19 @@ pub fn evaluate(
     batch: usize,
     device: &Device,
 ) -> Result<EvalResult> {
+    evaluate_each(net, cache, heads, batch, device, |_, _| {})
+}
+
+/// [`evaluate`], also handing each sample's targets (head order) and decoded prediction
+/// to `each`, in cache order (e.g. for a predicted-vs-true plot).
+pub fn evaluate_each(
+    net: &HydraNet,
+    cache: &ImageCache,
+    heads: &[HeadSpec],
+    batch: usize,
+    device: &Device,
+    mut each: impl FnMut(&[f32], &Prediction),
+) -> Result<EvalResult> {
     let batcher = Batcher::new(cache, heads, AugmentConfig::NONE, 0);
     let mut ev = Evaluator::new(heads);
     let mut sums = vec![0.0f64; heads.len()];
@@ -50,7 +63,9 @@ pub fn evaluate(
         let rows = outputs_to_rows(&outs)?;
         for (i, t) in b.raw_targets.iter().enumerate() {
             let raw: Vec<&[f32]> = rows.iter().map(|r| r[i].as_slice()).collect();
-            ev.add(t, &decode(heads, &raw)?);
+            let pred = decode(heads, &raw)?;
+            each(t, &pred);
+            ev.add(t, &pred);
         }
     }
     let n = cache.len().max(1) as f64;

@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod evaluate;
+pub mod finetune;
 pub mod loss;
 pub mod optim;
 pub mod schedule;

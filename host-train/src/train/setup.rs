@@ -129,6 +129,22 @@ pub fn build_trainer<'a>(
         config.seed,
         &device,
     )?;
+    if let (None, Some(file)) = (resume, &config.init_from) {
+        let r = crate::net::pretrained::load_torchvision_body(&varmap, file)?;
+        tracing::info!(
+            "{}: {} body tensors loaded, {} ignored (fc, counters){}",
+            file.display(),
+            r.loaded,
+            r.ignored.len(),
+            match r.unused.len() {
+                0 => String::new(),
+                n => format!(", {n} unused by this body"),
+            }
+        );
+        contract
+            .training
+            .insert("init_from".into(), file.display().to_string());
+    }
     let loss = LossCombiner::new(
         config.loss_weighting,
         &config.head_weights,
@@ -172,6 +188,8 @@ pub fn build_trainer<'a>(
         state,
         stop,
         verbose: true,
+        max_steps: None,
+        log_steps: false,
         history: Vec::new(),
     })
 }

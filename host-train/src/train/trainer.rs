@@ -38,6 +38,8 @@ pub enum Outcome {
     Finished,
     /// Stopped by a request (Ctrl-C) after saving.
     Interrupted,
+    /// Stopped after [`Trainer::max_steps`] optimiser steps, after saving.
+    StepLimit,
 }
 
 /// Timing and losses of one epoch.
@@ -83,6 +85,11 @@ pub struct Trainer<'a> {
     pub stop: Arc<AtomicBool>,
     /// Print per-epoch lines to stdout.
     pub verbose: bool,
+    /// Stop (saving `last.safetensors`) once this many optimiser steps are done in all;
+    /// the schedule still spans every epoch, so the steps run are the full run's first ones.
+    pub max_steps: Option<u64>,
+    /// Also log every step's losses and learning rate to `log.jsonl` (`"event": "step"`).
+    pub log_steps: bool,
     /// Every epoch's stats, for callers and tests.
     pub history: Vec<(EpochStats, Option<EvalResult>)>,
 }
@@ -142,6 +149,9 @@ impl Trainer<'_> {
             self.config.seed,
         );
         let heads = self.contract.heads.clone();
+        if self.max_steps.is_some_and(|m| self.state.global_step >= m) {
+            return Ok(Outcome::StepLimit);
+        }
         while self.state.epoch < self.config.epochs {
             let epoch = self.state.epoch;
             let order = epoch_order(self.train.len(), self.config.seed, epoch as u64);
@@ -196,6 +206,18 @@ impl Trainer<'_> {
                 for (s, v) in sums.iter_mut().zip(values.iter().chain([tl].iter())) {
                     *s += *v as f64;
                 }
+                if self.log_steps {
+                    self.log(json!({
+                        "event": "step",
+                        "epoch": epoch + 1,
+                        "step": step + 1,
+                        "global_step": self.state.global_step,
+                        "lr": lr,
+                        "loss": tl,
+                        "head_losses": heads.iter().map(|h| h.name.clone()).zip(values.iter().copied()).collect::<std::collections::BTreeMap<_, _>>(),
+                    }))?;
+                }
+                let at_limit = self.max_steps.is_some_and(|m| self.state.global_step >= m);
                 let done = (step + 1 - first) as f64;
                 let msg: Vec<String> = heads
                     .iter()
@@ -211,6 +233,12 @@ impl Trainer<'_> {
                         json!({"event": "interrupted", "epoch": epoch + 1, "step": step + 1}),
                     )?;
                     return Ok(Outcome::Interrupted);
+                }
+                if at_limit && step + 1 < steps {
+                    bar.abandon();
+                    self.save(false)?;
+                    self.log(json!({"event": "max_steps", "epoch": epoch + 1, "step": step + 1, "global_step": self.state.global_step}))?;
+                    return Ok(Outcome::StepLimit);
                 }
             }
             bar.finish_and_clear();
@@ -282,6 +310,12 @@ impl Trainer<'_> {
             self.history.push((stats, val));
             if self.stop.load(Ordering::SeqCst) && self.state.epoch < self.config.epochs {
                 return Ok(Outcome::Interrupted);
+            }
+            if self.max_steps.is_some_and(|m| self.state.global_step >= m)
+                && self.state.epoch < self.config.epochs
+            {
+                self.log(json!({"event": "max_steps", "epoch": epoch + 1, "step": steps, "global_step": self.state.global_step}))?;
+                return Ok(Outcome::StepLimit);
             }
         }
         Ok(Outcome::Finished)

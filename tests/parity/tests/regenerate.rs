@@ -54,6 +54,7 @@ fn regenerate_fixture() {
         limit: None,
         device: "cpu".into(),
         kernels: Kernels::Fast,
+        init_from: None,
     };
     let backbone: BackboneConfig = config.backbone.parse().unwrap();
     let contract = contract_for(&config, &backbone);

@@ -1,0 +1,353 @@
+//! Fine-tuning one head on a frozen body (the Tesla HydraNet idea): the body's features are
+//! computed once, then only that head trains, fast on CPU.
+//!
+//! The new checkpoint is the old one's tensors with only the head's replaced (or added), so
+//! the body and every other head stay bit-identical — a model already validated for the
+//! other tasks does not move while one task is improved.
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use models::{decode::decode, metrics::Evaluator, metrics::Report, Contract, HeadSpec};
+
+use super::{
+    checkpoint::{self, Checkpoint},
+    evaluate::outputs_to_rows,
+    loss::{head_loss, is_loss_var},
+    optim::{Optimizer, OptimizerKind},
+    schedule::{lr_at, ScheduleKind},
+    setup::{prepare_data, PreparedData},
+    TrainConfig,
+};
+use crate::{
+    data::{batch::epoch_order, AugmentConfig, Batcher, ImageCache},
+    kernels::Kernels,
+    net::{init, BackboneConfig, HydraNet},
+    Error, Result,
+};
+
+/// What to fine-tune and how.
+#[derive(Debug, Clone)]
+pub struct FinetuneOptions {
+    /// The head to train (an existing head, or the one `add` creates).
+    pub head: String,
+    /// A new head to add and train (its targets must be derivable from the data).
+    pub add: Option<HeadSpec>,
+    /// Images labelled for the heads (UTKFace-named folder or CSV manifest); the split is
+    /// the checkpoint's own (same `val_fraction`, same file-name hash).
+    pub data: PathBuf,
+    /// Passes over the cached features.
+    pub epochs: usize,
+    /// Batch size over features.
+    pub batch: usize,
+    /// Peak learning rate (cosine decay, no warm-up).
+    pub lr: f64,
+    /// AdamW weight decay on the head's matrices.
+    pub weight_decay: f64,
+    /// Seed of the new head's initialisation and of the batch order.
+    pub seed: u64,
+    /// Also cache the features of each training image mirrored (a free augmentation).
+    pub flip: bool,
+    /// Start an existing head from fresh weights instead of its trained ones.
+    pub reinit: bool,
+}
+
+/// One epoch of head training.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinetuneEpoch {
+    /// 1-based.
+    pub epoch: usize,
+    /// Mean training loss of the head.
+    pub train_loss: f64,
+    /// Validation loss of the head.
+    pub val_loss: f64,
+}
+
+/// What a fine-tuning run did.
+pub struct FinetuneResult {
+    /// The contract written (with the added head, if any).
+    pub contract: Contract,
+    /// Index of the trained head.
+    pub head_index: usize,
+    /// Validation report and head loss before training (`None` for a new head).
+    pub before: Option<(Report, f64)>,
+    /// Validation report and head loss of the saved weights.
+    pub after: (Report, f64),
+    /// Per-epoch losses.
+    pub history: Vec<FinetuneEpoch>,
+    /// Epoch whose weights were kept (lowest validation loss; 0: the checkpoint's own head).
+    pub best_epoch: usize,
+    /// Training samples (features) per epoch, mirrored copies included.
+    pub train_features: usize,
+    /// Validation samples.
+    pub val_samples: usize,
+    /// Seconds spent computing body features.
+    pub feature_seconds: f64,
+    /// Seconds spent training the head.
+    pub train_seconds: f64,
+}
+
+/// Cached body features of a split and the head's targets.
+struct Features {
+    x: Tensor,
+    /// Training-form targets of the trained head (normalised regression, class index).
+    y: Tensor,
+    /// Raw targets of every head, for metrics.
+    raw: Vec<Vec<f32>>,
+}
+
+fn features(
+    net: &HydraNet,
+    cache: &ImageCache,
+    heads: &[HeadSpec],
+    head: usize,
+    flip: bool,
+    device: &Device,
+) -> Result<Features> {
+    let batcher = Batcher::new(cache, heads, AugmentConfig::NONE, 0);
+    let (mut xs, mut ys, mut raw) = (Vec::new(), Vec::new(), Vec::new());
+    let indices: Vec<usize> = (0..cache.len()).collect();
+    for chunk in indices.chunks(256) {
+        let b = batcher.batch(chunk, 0, false, device)?;
+        // Detached: the body is frozen, and a graph kept per batch would hold every
+        // activation of the whole set in memory.
+        xs.push(net.features(&b.input, false)?.detach());
+        ys.push(b.targets[head].clone());
+        raw.extend(b.raw_targets.iter().cloned());
+        if flip {
+            xs.push(net.features(&b.input.flip(&[3])?, false)?.detach());
+            ys.push(b.targets[head].clone());
+            raw.extend(b.raw_targets);
+        }
+    }
+    Ok(Features {
+        x: Tensor::cat(&xs, 0)?,
+        y: Tensor::cat(&ys, 0)?,
+        raw,
+    })
+}
+
+/// Scores the network's heads on cached validation features: the report over every head
+/// and the trained head's loss.
+fn validate(
+    net: &HydraNet,
+    heads: &[HeadSpec],
+    head: usize,
+    val: &Features,
+) -> Result<(Report, f64)> {
+    let outs = net.heads_forward(&val.x)?;
+    let loss = head_loss(&heads[head], &outs[head], &val.y)?.to_scalar::<f32>()? as f64;
+    let rows = outputs_to_rows(&outs)?;
+    let mut ev = Evaluator::new(heads);
+    for (i, t) in val.raw.iter().enumerate() {
+        let r: Vec<&[f32]> = rows.iter().map(|r| r[i].as_slice()).collect();
+        ev.add(t, &decode(heads, &r)?);
+    }
+    Ok((ev.report(), loss))
+}
+
+/// A head's tensors by name.
+type HeadWeights = Vec<(String, Tensor)>;
+
+fn head_prefix(name: &str) -> String {
+    format!("heads.{name}.")
+}
+
+fn snapshot(varmap: &VarMap, prefix: &str) -> Result<HeadWeights> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::Config("var map lock poisoned".into()))?;
+    let mut v = Vec::new();
+    for (n, var) in data.iter().filter(|(n, _)| n.starts_with(prefix)) {
+        v.push((n.clone(), var.as_tensor().copy()?));
+    }
+    Ok(v)
+}
+
+/// Fine-tunes one head of the checkpoint at `checkpoint` and writes the result to `out`.
+pub fn finetune(
+    checkpoint: &Path,
+    out: &Path,
+    opts: &FinetuneOptions,
+    device: &Device,
+) -> Result<FinetuneResult> {
+    if opts.epochs == 0 || opts.batch < 2 {
+        return Err(Error::Config("need --epochs >= 1 and --batch >= 2".into()));
+    }
+    let Checkpoint {
+        mut contract,
+        config: old_config,
+        state,
+        tensors,
+    } = checkpoint::load(checkpoint, device)?;
+    let head = match &opts.add {
+        Some(spec) => {
+            if contract.head_index(&spec.name).is_some() {
+                return Err(Error::Config(format!(
+                    "{} already has a head `{}`; fine-tune it without --add-head",
+                    checkpoint.display(),
+                    spec.name
+                )));
+            }
+            contract.heads.push(spec.clone());
+            contract.validate()?;
+            contract.heads.len() - 1
+        }
+        None => contract.head_index(&opts.head).ok_or_else(|| {
+            Error::Config(format!(
+                "{} has no head `{}` (it has {}); add one with --add-head",
+                checkpoint.display(),
+                opts.head,
+                contract
+                    .heads
+                    .iter()
+                    .map(|h| h.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?,
+    };
+    let heads = contract.heads.clone();
+    let prefix = head_prefix(&heads[head].name);
+    let fresh_head = opts.add.is_some() || opts.reinit;
+
+    let config = TrainConfig {
+        data: opts.data.clone(),
+        limit: None,
+        batch: opts.batch.min(old_config.batch),
+        ..old_config.clone()
+    };
+    let data: PreparedData = prepare_data(&config, &contract)?;
+    if data.val.is_empty() {
+        return Err(Error::Config(format!(
+            "{}: the validation split is empty (val_fraction {})",
+            opts.data.display(),
+            config.val_fraction
+        )));
+    }
+
+    let backbone: BackboneConfig = contract.architecture.parse().map_err(Error::Config)?;
+    let varmap = VarMap::new();
+    let net = HydraNet::new(
+        &backbone,
+        &heads,
+        Kernels::Fast,
+        VarBuilder::from_varmap(&varmap, DType::F32, device),
+    )?;
+    checkpoint::apply_weights(&varmap, &tensors, checkpoint, |n| {
+        is_loss_var(n) || (opts.add.is_some() && n.starts_with(&prefix))
+    })?;
+    if fresh_head {
+        init::reinit_where(&varmap, opts.seed, |n| n.starts_with(&prefix))?;
+    }
+
+    let t0 = Instant::now();
+    let train = features(&net, &data.train, &heads, head, opts.flip, device)?;
+    let val = features(&net, &data.val, &heads, head, false, device)?;
+    let feature_seconds = t0.elapsed().as_secs_f64();
+
+    let before = match opts.add {
+        Some(_) => None,
+        None => Some(validate(&net, &heads, head, &val)?),
+    };
+
+    let params: Vec<_> = super::optim::trainable(&varmap)
+        .into_iter()
+        .filter(|(n, _)| n.starts_with(&prefix))
+        .collect();
+    let mut optim = Optimizer::new(OptimizerKind::Adamw, params, opts.weight_decay, 0.9)?
+        .fused(device.is_cpu());
+    let n = train.x.dim(0)?;
+    let steps_per_epoch = n.div_ceil(opts.batch) as u64;
+    let total = steps_per_epoch * opts.epochs as u64;
+    let t1 = Instant::now();
+    let mut history = Vec::new();
+    // (validation loss, epoch, the head's weights) of the best epoch so far.
+    // An existing head starts as the candidate to beat (epoch 0): fine-tuning that only
+    // overfits the cached features gives the head back unchanged.
+    let mut best: Option<(f64, usize, HeadWeights)> = match &before {
+        Some((_, loss)) if !opts.reinit => Some((*loss, 0, snapshot(&varmap, &prefix)?)),
+        _ => None,
+    };
+    for epoch in 0..opts.epochs {
+        let order = epoch_order(n, opts.seed, epoch as u64);
+        let mut sum = 0.0f64;
+        for chunk in order.chunks(opts.batch) {
+            let idx: Vec<u32> = chunk.iter().map(|&i| i as u32).collect();
+            let idx = Tensor::from_vec(idx, chunk.len(), device)?;
+            let x = train.x.index_select(&idx, 0)?;
+            let y = train.y.index_select(&idx, 0)?;
+            let loss = head_loss(&heads[head], &net.head_forward(head, &x)?, &y)?;
+            sum += loss.to_scalar::<f32>()? as f64 * chunk.len() as f64;
+            let lr = lr_at(ScheduleKind::Cosine, opts.lr, optim.steps, total, 0);
+            optim.step(&loss.backward()?, lr)?;
+        }
+        let (_, val_loss) = validate(&net, &heads, head, &val)?;
+        let train_loss = sum / n as f64;
+        tracing::info!(
+            "finetune {} epoch {}/{}: train loss {train_loss:.4}, val loss {val_loss:.4}",
+            heads[head].name,
+            epoch + 1,
+            opts.epochs
+        );
+        history.push(FinetuneEpoch {
+            epoch: epoch + 1,
+            train_loss,
+            val_loss,
+        });
+        if best.as_ref().is_none_or(|(l, _, _)| val_loss < *l) {
+            best = Some((val_loss, epoch + 1, snapshot(&varmap, &prefix)?));
+        }
+    }
+    let train_seconds = t1.elapsed().as_secs_f64();
+    let (_, best_epoch, best_weights) = best.ok_or_else(|| Error::Config("no epoch ran".into()))?;
+    {
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|_| Error::Config("var map lock poisoned".into()))?;
+        for (name, t) in &best_weights {
+            if let Some(var) = data.get(name) {
+                var.set(t)?;
+            }
+        }
+    }
+    let after = validate(&net, &heads, head, &val)?;
+
+    contract.training.insert(
+        format!("finetune.{}", heads[head].name),
+        format!(
+            "{} head on a frozen body: {} epochs over {} cached features{}, lr {}, best epoch {best_epoch}",
+            if fresh_head { "new" } else { "existing" },
+            opts.epochs,
+            n,
+            if opts.flip { " (mirrored copies included)" } else { "" },
+            opts.lr
+        ),
+    );
+    // Everything but the head (and the optimiser state, which belongs to the old run)
+    // is carried over as loaded: bit-identical by construction.
+    let mut out_tensors: HashMap<String, Tensor> = tensors
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with("optim.") && !n.starts_with(&prefix))
+        .collect();
+    out_tensors.extend(best_weights);
+    checkpoint::save_tensors(out, &contract, &old_config, &state, out_tensors)?;
+    Ok(FinetuneResult {
+        contract,
+        head_index: head,
+        before,
+        after,
+        history,
+        best_epoch,
+        train_features: n,
+        val_samples: data.val.len(),
+        feature_seconds,
+        train_seconds,
+    })
+}

@@ -1,0 +1,165 @@
+//! `finetune`: one head trains on a frozen body; the body and the other heads come out
+//! bit-identical, and a new head (age bands) can be added and exported.
+mod common;
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{atomic::AtomicBool, Arc},
+};
+
+use candle_core::Device;
+use common::tiny_config;
+use host_train::{
+    export::{export_checkpoint, ExportOptions},
+    net::BackboneConfig,
+    train::{
+        checkpoint,
+        finetune::{finetune, FinetuneOptions},
+        setup::{build_trainer, contract_for, prepare_data},
+    },
+};
+use models::HeadSpec;
+
+/// Trains the tiny configuration on synthetic faces; returns the best checkpoint.
+fn trained(data: &Path, run: &Path) -> std::path::PathBuf {
+    let config = tiny_config(data, run);
+    let backbone: BackboneConfig = config.backbone.parse().unwrap();
+    let contract = contract_for(&config, &backbone);
+    let prepared = prepare_data(&config, &contract).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut t = build_trainer(config, contract, &prepared, None, Device::Cpu, stop).unwrap();
+    t.verbose = false;
+    t.run().unwrap();
+    run.join("best.safetensors")
+}
+
+/// Every tensor's raw bytes (f32 little-endian), by name.
+fn bytes(path: &Path) -> HashMap<String, Vec<u8>> {
+    checkpoint::load(path, &Device::Cpu)
+        .unwrap()
+        .tensors
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with("optim."))
+        .map(|(n, t)| {
+            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            (n, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        })
+        .collect()
+}
+
+fn options(data: &Path, head: &str, add: Option<HeadSpec>) -> FinetuneOptions {
+    FinetuneOptions {
+        head: head.into(),
+        add,
+        data: data.into(),
+        epochs: 3,
+        batch: 32,
+        lr: 3e-3,
+        weight_decay: 5e-4,
+        seed: 5,
+        flip: true,
+        reinit: false,
+    }
+}
+
+#[test]
+fn finetuning_one_head_leaves_everything_else_bit_identical() {
+    let data = tempfile::tempdir().unwrap();
+    host_train::synth::generate(data.path(), 96, 40, 4).unwrap();
+    let run = tempfile::tempdir().unwrap();
+    let ck = trained(data.path(), run.path());
+    let out = run.path().join("ft-gender.safetensors");
+
+    let r = finetune(
+        &ck,
+        &out,
+        &options(data.path(), "gender", None),
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(r.history.len(), 3);
+    assert!(r.before.is_some());
+    // Mirrored copies double the training features.
+    let train_images = r.train_features / 2;
+    assert_eq!(r.train_features, 2 * train_images);
+
+    let (a, b) = (bytes(&ck), bytes(&out));
+    assert_eq!(
+        a.keys().collect::<std::collections::BTreeSet<_>>(),
+        b.keys().collect(),
+        "same tensors"
+    );
+    let mut changed = 0;
+    for (name, va) in &a {
+        if name.starts_with("heads.gender.") {
+            changed += usize::from(va != &b[name]);
+        } else {
+            assert!(va == &b[name], "{name} changed");
+        }
+    }
+    assert!(changed > 0, "the gender head did not train");
+    let (ca, cb) = (
+        checkpoint::load(&ck, &Device::Cpu).unwrap().contract,
+        checkpoint::load(&out, &Device::Cpu).unwrap().contract,
+    );
+    assert_eq!(ca.heads, cb.heads);
+    assert!(cb.training.contains_key("finetune.gender"));
+}
+
+#[test]
+fn an_added_age_band_head_trains_and_exports() {
+    let data = tempfile::tempdir().unwrap();
+    host_train::synth::generate(data.path(), 96, 40, 4).unwrap();
+    let run = tempfile::tempdir().unwrap();
+    let ck = trained(data.path(), run.path());
+    let out = run.path().join("ft-band.safetensors");
+    let spec = HeadSpec::age_bands("age_band", &[0, 13, 20, 40, 60]).unwrap();
+    let r = finetune(
+        &ck,
+        &out,
+        &options(data.path(), "age_band", Some(spec)),
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(r.head_index, 3);
+    assert!(r.before.is_none());
+    let acc = r.after.0.heads[3].acc.unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+
+    let (a, b) = (bytes(&ck), bytes(&out));
+    for (name, va) in &a {
+        assert!(va == &b[name], "{name} changed");
+    }
+    assert!(b.keys().any(|n| n.starts_with("heads.age_band.")));
+
+    let onnx = run.path().join("four-heads.onnx");
+    export_checkpoint(&out, &onnx, &ExportOptions::default()).unwrap();
+    assert!(std::fs::metadata(&onnx).unwrap().len() > 0);
+
+    // Adding it twice, or training a head that is not there, is refused by name.
+    let spec = HeadSpec::age_bands("age_band", &[0, 13, 20, 40, 60]).unwrap();
+    let err = finetune(
+        &out,
+        &run.path().join("x.safetensors"),
+        &options(data.path(), "age_band", Some(spec)),
+        &Device::Cpu,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("already has a head `age_band`"), "{err}");
+    let err = finetune(
+        &ck,
+        &run.path().join("y.safetensors"),
+        &options(data.path(), "mood", None),
+        &Device::Cpu,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("no head `mood`") && err.contains("gender"),
+        "{err}"
+    );
+}
