@@ -146,6 +146,15 @@ fn resuming_from_a_corrupt_checkpoint_fails_and_keeps_the_good_ones() {
     );
     assert!(!ok && err.contains("broken.safetensors"), "{err}");
     assert_eq!(std::fs::read(&last).unwrap(), last_bytes);
+
+    // A bare `--resume` (the README's form) takes OUT/last.safetensors; this run had
+    // finished, so it has nothing left to do.
+    let (ok, stdout, err) = train(data.path(), out.path(), &["--resume"]);
+    assert!(ok, "{err}");
+    assert!(
+        stdout.contains(&format!("resuming {}", last.display())),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -101,8 +101,10 @@ pub struct Args {
     /// Continue a run from a checkpoint (default: OUT/last.safetensors). The run's saved
     /// configuration is used; other training flags are ignored, except those that say how
     /// to run rather than what: --device, --kernels, --max-steps, --log-steps.
-    #[arg(long, num_args = 0..=1, default_missing_value = "")]
-    resume: Option<PathBuf>,
+    // Option<Option<_>>: a bare `--resume` is Some(None). (An empty default value, as
+    // before, is refused by clap's path parser, so the bare flag did not parse.)
+    #[arg(long, num_args = 0..=1, value_name = "CHECKPOINT")]
+    resume: Option<Option<PathBuf>>,
     /// After training, export the best checkpoint to this ONNX file.
     #[arg(long)]
     export: Option<PathBuf>,
@@ -153,8 +155,9 @@ impl Args {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let resume = match &a.resume {
-        Some(p) if p.as_os_str().is_empty() => Some(a.out.join("last.safetensors")),
-        other => other.clone(),
+        Some(None) => Some(a.out.join("last.safetensors")),
+        Some(Some(p)) => Some(p.clone()),
+        None => None,
     };
     let config = match &resume {
         Some(path) => {
