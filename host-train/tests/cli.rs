@@ -1,19 +1,10 @@
 //! Bad input through the real binary: each case gives one clear message naming the file,
 //! the rest of the work goes on, and nothing already saved is lost.
-use std::{path::Path, process::Command};
+mod common;
 
-fn host_train(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_host-train"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use std::path::Path;
+
+use common::host_train;
 
 const TINY: [&str; 10] = [
     "--backbone",

@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use host_train::{
     data::AugmentConfig,
@@ -49,4 +52,18 @@ pub fn tiny_config(data: &Path, out: &Path) -> TrainConfig {
         kernels: Kernels::Fast,
         init_from: None,
     }
+}
+
+/// Runs the real `host-train` binary: (success, stdout, stderr).
+pub fn host_train(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_host-train"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -1,22 +1,13 @@
 //! `host-train report` end to end on a tiny synthetic run: every PNG is written, decodes,
 //! has the size the plot code promises and is not blank; the markdown and JSON hold every
 //! group and the goal checks; exported ONNX files (fp32, int8) are reported the same way.
-use std::{path::Path, process::Command};
+mod common;
+
+use std::path::Path;
+
+use common::host_train;
 
 use host_train::report::plot::{confusion_size, val_metrics_size, LOSS_SIZE, SCATTER_SIZE};
-
-fn host_train(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_host-train"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Checks a PNG: it decodes, has `size`, and is a drawing (a share of non-white pixels and
 /// many colours from anti-aliased text and lines), not a blank or flat canvas.
