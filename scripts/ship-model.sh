@@ -19,7 +19,8 @@ bin=${CARGO_TARGET_DIR:-target}/release
 [ -f "$run/best.safetensors" ] || { echo "no $run/best.safetensors" >&2; exit 2; }
 [ -d "$data" ] || { echo "no UTKFace folder at $data (set HYDRANET_UTKFACE)" >&2; exit 2; }
 
-cargo build --release --locked -p host-train -p edge-runtime
+# HYDRANET_NO_BUILD=1 uses the binaries already in $bin.
+[ "${HYDRANET_NO_BUILD:-0}" = 1 ] || cargo build --release --locked -p host-train -p edge-runtime
 mkdir -p "$out/reports"
 fp32="$out/$name.onnx"
 int8="$out/$name-int8.onnx"
