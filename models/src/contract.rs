@@ -111,6 +111,12 @@ impl Contract {
         self.heads.iter().position(|h| h.name == name)
     }
 
+    /// The head names in output order, comma-separated (for messages).
+    pub fn head_list(&self) -> String {
+        let names: Vec<&str> = self.heads.iter().map(|h| h.name.as_str()).collect();
+        names.join(", ")
+    }
+
     /// Sum of all heads' output widths.
     pub fn total_output_width(&self) -> usize {
         self.heads.iter().map(|h| h.output_width()).sum()

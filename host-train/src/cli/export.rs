@@ -72,12 +72,7 @@ pub fn export(
         size as f64 / 1e6,
         contract.architecture,
         if keep_batchnorm { "kept" } else { "folded" },
-        contract
-            .heads
-            .iter()
-            .map(|h| h.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        contract.head_list()
     );
     Ok(())
 }

@@ -203,12 +203,7 @@ pub fn finetune(
                 "{} has no head `{}` (it has {}); add one with --add-head",
                 checkpoint.display(),
                 opts.head,
-                contract
-                    .heads
-                    .iter()
-                    .map(|h| h.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                contract.head_list()
             ))
         })?,
     };
