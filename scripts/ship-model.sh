@@ -5,6 +5,8 @@
 #
 #   scripts/ship-model.sh RUN_DIR [OUT_DIR]      (OUT_DIR default: models/utkface)
 #
+# HYDRANET_TEST_TIME_FLIP=1 exports both files with the test-time flip in the graph.
+#
 # The model card (OUT_DIR/MODEL_CARD.md) is written by hand from what this prints and
 # leaves in OUT_DIR/reports.
 set -euo pipefail
@@ -22,14 +24,16 @@ bin=${CARGO_TARGET_DIR:-target}/release
 # HYDRANET_NO_BUILD=1 uses the binaries already in $bin.
 [ "${HYDRANET_NO_BUILD:-0}" = 1 ] || cargo build --release --locked -p host-train -p edge-runtime
 mkdir -p "$out/reports"
+flip=()
+[ "${HYDRANET_TEST_TIME_FLIP:-0}" = 1 ] && flip=(--test-time-flip)
 fp32="$out/$name.onnx"
 int8="$out/$name-int8.onnx"
 
-"$bin/host-train" export --checkpoint "$run/best.safetensors" --out "$fp32"
+"$bin/host-train" export --checkpoint "$run/best.safetensors" --out "$fp32" "${flip[@]}"
 # Calibration images come from the run's training split (the export leaves out the
 # validation files by name).
 "$bin/host-train" export --checkpoint "$run/best.safetensors" --out "$int8" \
-    --quantize int8 --calibration "$data" --calibration-count 512
+    --quantize int8 --calibration "$data" --calibration-count 512 "${flip[@]}"
 
 for f in "$fp32" "$int8"; do
     tag=$(basename "$f" .onnx)

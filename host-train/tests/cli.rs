@@ -303,3 +303,54 @@ fn int8_export_calibrates_warns_when_short_and_evaluates_the_file() {
     ]);
     assert!(!ok && err.contains("--calibration"), "{err}");
 }
+
+/// A second cycle warm-started from a run's checkpoint, exported with the test-time flip:
+/// the file, rebuilt in Candle, scores exactly as the checkpoint run with the flip.
+#[test]
+fn warm_start_then_test_time_flip_export_scores_as_the_checkpoint_with_flip() {
+    let data = tempfile::tempdir().unwrap();
+    host_train::synth::generate(data.path(), 40, 40, 9).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let first = out.path().join("first");
+    let (ok, _, err) = train(data.path(), &first, &[]);
+    assert!(ok, "{err}");
+    let first_ck = first.join("best.safetensors");
+    let second = out.path().join("second");
+    let (ok, _, err) = train(
+        data.path(),
+        &second,
+        &["--init-from", first_ck.to_str().unwrap(), "--seed", "2"],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("head tensors loaded") && !err.contains(" 0 head tensors"),
+        "{err}"
+    );
+    let ck = second.join("best.safetensors");
+    let onnx = out.path().join("flip.onnx");
+    let (ok, stdout, err) = host_train(&[
+        "export",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--out",
+        onnx.to_str().unwrap(),
+        "--test-time-flip",
+    ]);
+    assert!(ok && stdout.contains("test-time flip"), "{stdout}{err}");
+    let score = |args: &[&str]| -> serde_json::Value {
+        let mut a = vec!["eval", "--data", data.path().to_str().unwrap(), "--json"];
+        a.extend_from_slice(args);
+        let (ok, stdout, err) = host_train(&a);
+        assert!(ok, "{err}");
+        serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+    };
+    let file = score(&["--model", onnx.to_str().unwrap()]);
+    let flip = score(&["--checkpoint", ck.to_str().unwrap(), "--test-time-flip"]);
+    for k in ["age_mae", "gender_acc", "ethnicity_acc"] {
+        let (a, b) = (file[k].as_f64().unwrap(), flip[k].as_f64().unwrap());
+        assert!(
+            (a - b).abs() < 1e-4,
+            "{k}: file {a} vs checkpoint with flip {b}"
+        );
+    }
+}

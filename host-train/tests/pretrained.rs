@@ -170,3 +170,59 @@ fn mismatches_are_errors_naming_the_tensor_and_file() {
     let err = load_torchvision_body(&vm, &junk).unwrap_err().to_string();
     assert!(err.contains("junk.safetensors"), "{err}");
 }
+
+/// A HydraNet checkpoint (body, heads, optimiser state) warm-starts a second training
+/// cycle: body and heads are taken, the optimiser state is not.
+#[test]
+fn a_hydranet_checkpoint_warm_starts_body_and_heads() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("best.safetensors");
+    let (_, trained) = body("resnet10-w0.5");
+    let mut tensors: HashMap<String, Tensor> = trained
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    let n_heads = tensors.keys().filter(|k| k.starts_with("heads.")).count();
+    let n_body = tensors.len() - n_heads;
+    tensors.insert(
+        "optim.m.conv1.weight".into(),
+        tensors["conv1.weight"].zeros_like().unwrap(),
+    );
+    candle_core::safetensors::save(&tensors, &file).unwrap();
+
+    let cfg: BackboneConfig = "resnet10-w0.5".parse().unwrap();
+    let (_, fresh) =
+        HydraNet::fresh(&cfg, &utkface_heads(), Kernels::Fast, 7, &Device::Cpu).unwrap();
+    assert_ne!(
+        first_value(&fresh, "heads.age.0.weight"),
+        first_value(&trained, "heads.age.0.weight")
+    );
+    let report = load_torchvision_body(&fresh, &file).unwrap();
+    assert_eq!(report.loaded, n_body);
+    assert_eq!(report.heads_loaded, n_heads);
+    assert_eq!(report.ignored, vec!["optim.m.conv1.weight".to_string()]);
+    assert!(report.unused.is_empty(), "{:?}", report.unused);
+    for name in [
+        "heads.age.0.weight",
+        "heads.ethnicity.2.bias",
+        "layer4.0.conv2.weight",
+    ] {
+        assert_eq!(
+            first_value(&fresh, name),
+            first_value(&trained, name),
+            "{name}"
+        );
+    }
+
+    // A head of another shape (here 3 ethnicity classes) is an error naming it.
+    let mut heads = utkface_heads();
+    heads[2] = models::heads::HeadSpec::multiclass("ethnicity", &["a", "b", "c"]);
+    let (_, other) = HydraNet::fresh(&cfg, &heads, Kernels::Fast, 7, &Device::Cpu).unwrap();
+    let err = load_torchvision_body(&other, &file)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("heads.ethnicity.2"), "{err}");
+}

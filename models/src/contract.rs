@@ -20,6 +20,15 @@ const K_HEADS: &str = "hydranet.heads";
 const K_PRE: &str = "hydranet.preprocess";
 const K_TRAINING: &str = "hydranet.training";
 const K_QUANT: &str = "hydranet.quantization";
+const K_TTA: &str = "hydranet.test_time";
+
+/// What `hydranet.test_time` holds: a JSON object, so later test-time options can join
+/// without a new key (readers ignore fields they do not know).
+#[derive(Serialize, Deserialize)]
+struct TestTime {
+    #[serde(default)]
+    flip: bool,
+}
 
 /// Everything a runtime must know to use a HydraNet: its heads, its input, and where it
 /// came from.
@@ -41,6 +50,11 @@ pub struct Contract {
     /// How the weights and activations are quantized; `None` for a float model.
     #[serde(default)]
     pub quantization: Option<Quantization>,
+    /// Each head's output is the mean of its outputs on the image and on its mirror image
+    /// (test-time flip). The exported graph does the averaging itself, so a runtime needs
+    /// nothing; the flag tells readers (reports, Candle's ONNX import) what the graph does.
+    #[serde(default)]
+    pub test_time_flip: bool,
 }
 
 /// How a quantized model was made (travels as `hydranet.quantization`).
@@ -81,6 +95,7 @@ impl Contract {
             preprocess: PreprocessSpec::new(size),
             training: BTreeMap::new(),
             quantization: None,
+            test_time_flip: false,
         }
     }
 
@@ -135,6 +150,9 @@ impl Contract {
         if let Some(q) = &self.quantization {
             m.insert(K_QUANT.into(), json(q));
         }
+        if self.test_time_flip {
+            m.insert(K_TTA.into(), json(&TestTime { flip: true }));
+        }
         m
     }
 
@@ -172,6 +190,10 @@ impl Contract {
                 None => BTreeMap::new(),
             },
             quantization: m.get(K_QUANT).map(|v| parse(K_QUANT, v)).transpose()?,
+            test_time_flip: match m.get(K_TTA) {
+                Some(v) => parse::<TestTime>(K_TTA, v)?.flip,
+                None => false,
+            },
         };
         c.validate()?;
         Ok(c)
@@ -223,6 +245,24 @@ mod tests {
         let mut m = c.to_metadata();
         assert_eq!(Contract::from_metadata(pairs(&m)).unwrap(), c);
         m.insert(K_QUANT.into(), "{\"scheme\":".into());
+        assert!(matches!(
+            Contract::from_metadata(pairs(&m)),
+            Err(Error::BadMetadata { .. })
+        ));
+    }
+
+    #[test]
+    fn carries_test_time_flip_only_when_set() {
+        let mut c = Contract::utkface(64, "resnet18");
+        assert!(!c.to_metadata().contains_key(K_TTA));
+        c.test_time_flip = true;
+        let mut m = c.to_metadata();
+        assert_eq!(m[K_TTA], "{\"flip\":true}");
+        assert!(Contract::from_metadata(pairs(&m)).unwrap().test_time_flip);
+        // A later option this reader does not know is ignored, not refused.
+        m.insert(K_TTA.into(), "{\"flip\":true,\"scales\":[1.0,1.1]}".into());
+        assert!(Contract::from_metadata(pairs(&m)).unwrap().test_time_flip);
+        m.insert(K_TTA.into(), "flip".into());
         assert!(matches!(
             Contract::from_metadata(pairs(&m)),
             Err(Error::BadMetadata { .. })

@@ -56,6 +56,10 @@ pub struct Args {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Score a checkpoint with test-time flip (the mean over the image and its mirror), as
+    /// `export --test-time-flip` would run it. An ONNX file follows its own contract.
+    #[arg(long, conflicts_with = "model")]
+    test_time_flip: bool,
     /// Print one JSON object (the last line) instead of tables.
     #[arg(long)]
     json: bool,
@@ -74,19 +78,21 @@ pub struct Loaded {
 }
 
 /// Loads `checkpoint` or `model` (an ONNX file); `val_fraction` overrides the fraction an
-/// ONNX file recorded.
+/// ONNX file recorded; `test_time_flip` runs a checkpoint as a flip export would.
 pub fn load(
     checkpoint: Option<&Path>,
     model: Option<&Path>,
     val_fraction: Option<f64>,
+    test_time_flip: bool,
     dev: &Device,
 ) -> Result<Loaded> {
     match (checkpoint, model) {
         (Some(c), _) => {
-            let (net, _vm, ck) =
+            let (net, _vm, mut ck) =
                 load_for_inference(c, dev).with_context(|| format!("loading {}", c.display()))?;
+            ck.contract.test_time_flip = test_time_flip;
             Ok(Loaded {
-                net,
+                net: net.with_test_time_flip(test_time_flip),
                 contract: ck.contract,
                 val_fraction: ck.config.val_fraction,
                 path: c.to_path_buf(),
@@ -167,6 +173,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         a.checkpoint.as_deref(),
         a.model.as_deref(),
         a.val_fraction,
+        a.test_time_flip,
         &dev,
     )?;
     let d = load_split(&a.data, &m.contract, a.split, m.val_fraction)?;

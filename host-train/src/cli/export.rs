@@ -48,6 +48,10 @@ pub struct Args {
     /// copies the checkpoint's weights on the host, whichever device trained them.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Average each head's output over the image and its mirror image, inside the graph
+    /// (twice the body's compute; recorded in the contract, so runtimes need nothing).
+    #[arg(long)]
+    test_time_flip: bool,
 }
 
 /// Exports `checkpoint` to `out` and says what was written.
@@ -55,6 +59,7 @@ pub fn export(
     checkpoint: &std::path::Path,
     out: &std::path::Path,
     keep_batchnorm: bool,
+    test_time_flip: bool,
 ) -> Result<()> {
     let contract = export_checkpoint(
         checkpoint,
@@ -62,16 +67,22 @@ pub fn export(
         &ExportOptions {
             fold_batchnorm: !keep_batchnorm,
             quant: None,
+            test_time_flip,
         },
     )
     .with_context(|| format!("exporting {} to {}", checkpoint.display(), out.display()))?;
     let size = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     println!(
-        "wrote {} ({:.2} MB, ONNX IR {IR_VERSION}, opset {OPSET}, {}, BatchNorm {}; heads: {})",
+        "wrote {} ({:.2} MB, ONNX IR {IR_VERSION}, opset {OPSET}, {}, BatchNorm {}{}; heads: {})",
         out.display(),
         size as f64 / 1e6,
         contract.architecture,
         if keep_batchnorm { "kept" } else { "folded" },
+        if test_time_flip {
+            ", test-time flip"
+        } else {
+            ""
+        },
         contract.head_list()
     );
     Ok(())
@@ -80,7 +91,7 @@ pub fn export(
 pub fn run(a: Args) -> Result<ExitCode> {
     let dev = device::open(&a.device)?;
     let Some(Quantize::Int8) = a.quantize else {
-        export(&a.checkpoint, &a.out, a.keep_batchnorm)?;
+        export(&a.checkpoint, &a.out, a.keep_batchnorm, a.test_time_flip)?;
         return Ok(ExitCode::SUCCESS);
     };
     let req = Int8Request {
@@ -88,6 +99,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         calibration: a.calibration.clone(),
         count: a.calibration_count,
         method: a.calibration_method,
+        test_time_flip: a.test_time_flip,
     };
     let r = export_int8_on(&a.checkpoint, &a.out, &req, &dev).with_context(|| {
         format!(

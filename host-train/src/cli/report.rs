@@ -50,6 +50,10 @@ pub struct Args {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Score a checkpoint with test-time flip (the mean over the image and its mirror), as
+    /// `export --test-time-flip` would run it. An ONNX file follows its own contract.
+    #[arg(long, conflicts_with = "model")]
+    test_time_flip: bool,
     /// Folder for the PNGs, `report.md` and `report.json` (created).
     #[arg(long)]
     out: PathBuf,
@@ -88,6 +92,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         checkpoint.as_deref(),
         a.model.as_deref(),
         a.val_fraction,
+        a.test_time_flip,
         &dev,
     )?;
     let heads = m.contract.heads.clone();
@@ -191,13 +196,18 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let _ = writeln!(md, "# Report: `{}`\n", m.path.display());
     let _ = writeln!(
         md,
-        "- model: `{}` ({kind}), {} {}, architecture {}, input {}x{}",
+        "- model: `{}` ({kind}), {} {}, architecture {}, input {}x{}{}",
         m.path.display(),
         m.contract.model_name,
         m.contract.model_version,
         m.contract.architecture,
         m.contract.preprocess.width,
         m.contract.preprocess.height,
+        if m.contract.test_time_flip {
+            ", test-time flip (mean over image and mirror)"
+        } else {
+            ""
+        },
     );
     let split_text = match a.split {
         Split::All => "all images".to_string(),
@@ -274,6 +284,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             "architecture": m.contract.architecture,
             "input": [m.contract.preprocess.width, m.contract.preprocess.height],
             "quantization": m.contract.quantization,
+            "test_time_flip": m.contract.test_time_flip,
         },
         "data": {
             "source": d.source.display().to_string(),

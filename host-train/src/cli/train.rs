@@ -109,8 +109,10 @@ pub struct Args {
     #[arg(long)]
     export: Option<PathBuf>,
     /// Start the body from a torchvision ResNet state dict saved as safetensors
-    /// (`conv1.weight`, `layer1.0.bn1.running_mean`, ...; `fc.*` is ignored). Needs the
-    /// matching `--backbone` (torchvision's resnet18: `resnet18`).
+    /// (`conv1.weight`, `layer1.0.bn1.running_mean`, ...; `fc.*` is ignored), or body and
+    /// heads from a HydraNet checkpoint (a new training cycle from a trained model; its
+    /// optimiser state is not taken). Needs the matching `--backbone` (torchvision's
+    /// resnet18: `resnet18`).
     #[arg(long, value_name = "FILE.safetensors")]
     init_from: Option<PathBuf>,
 }
@@ -272,7 +274,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 } else {
                     config.out.join("last.safetensors")
                 };
-                super::export::export(&ck, onnx, false)?;
+                super::export::export(&ck, onnx, false, false)?;
             }
             Ok(ExitCode::SUCCESS)
         }

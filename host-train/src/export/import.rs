@@ -226,6 +226,7 @@ pub fn load_onnx(path: &Path, device: &Device) -> Result<Imported> {
             format!("weights do not fit {}: {e}", contract.architecture),
         )
     })?;
+    net = net.with_test_time_flip(contract.test_time_flip);
     if !grids.is_empty() {
         net = net.with_tap(Arc::new(FakeQuant {
             points: grids.clone(),

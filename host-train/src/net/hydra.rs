@@ -45,6 +45,7 @@ pub struct HydraNet {
     heads: Vec<Head>,
     names: Vec<String>,
     tap: Option<Arc<dyn Tap>>,
+    test_time_flip: bool,
 }
 
 impl HydraNet {
@@ -67,6 +68,7 @@ impl HydraNet {
             heads: built,
             names: heads.iter().map(|h| h.name.clone()).collect(),
             tap: None,
+            test_time_flip: false,
         })
     }
 
@@ -131,13 +133,43 @@ impl HydraNet {
         head.forward(f, self.tap())
     }
 
+    /// The same network averaging, in inference, each head's output on the image and on its
+    /// mirror image — what an export with [`models::Contract::test_time_flip`] does in the
+    /// graph, so Candle scores the same function the edge runs.
+    pub fn with_test_time_flip(mut self, on: bool) -> Self {
+        self.test_time_flip = on;
+        self
+    }
+
+    /// Whether inference averages over the mirror image.
+    pub fn test_time_flip(&self) -> bool {
+        self.test_time_flip
+    }
+
     /// Body once, then every head.
     ///
     /// # Shapes
     /// `x`: `[N, 3, H, W]` → one `[N, width_h]` per head, in contract order.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
+        if self.test_time_flip && !train {
+            return self.forward_flip_averaged(x);
+        }
         let f = self.features(x, train)?;
         self.heads_forward(&f)
+    }
+
+    /// Image and mirror image as one batch of `2N` (as the exported graph does), then the
+    /// mean of the two halves of every head's output.
+    fn forward_flip_averaged(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let (n, _, _, w) = x.dims4()?;
+        let rev: Vec<u32> = (0..w as u32).rev().collect();
+        let rev = Tensor::new(rev.as_slice(), x.device())?;
+        let both = Tensor::cat(&[x, &x.index_select(&rev, 3)?], 0)?;
+        let f = self.features(&both, false)?;
+        self.heads_forward(&f)?
+            .into_iter()
+            .map(|o| (o.narrow(0, 0, n)? + o.narrow(0, n, n)?)? * 0.5)
+            .collect()
     }
 }
 
@@ -192,5 +224,39 @@ mod tests {
         };
         assert_eq!(get(&a), get(&b));
         assert_ne!(get(&a), get(&c));
+    }
+
+    #[test]
+    fn test_time_flip_averages_image_and_mirror() {
+        let cfg: BackboneConfig = "resnet10-w0.25".parse().unwrap();
+        let (net, _) =
+            HydraNet::fresh(&cfg, &utkface_heads(), Kernels::Fast, 3, &Device::Cpu).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &Device::Cpu).unwrap();
+        let rev = Tensor::new(
+            (0..32u32).rev().collect::<Vec<_>>().as_slice(),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let mirror = x.index_select(&rev, 3).unwrap();
+        let plain = net.forward_t(&x, false).unwrap();
+        let plain_m = net.forward_t(&mirror, false).unwrap();
+        let net = net.with_test_time_flip(true);
+        let tta = net.forward_t(&x, false).unwrap();
+        let tta_m = net.forward_t(&mirror, false).unwrap();
+        for h in 0..3 {
+            let a = tta[h].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let b = tta_m[h].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let p = plain[h].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let q = plain_m[h].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for i in 0..a.len() {
+                // The mean of both views, and so the same for an image and its mirror.
+                assert!((a[i] - (p[i] + q[i]) / 2.0).abs() < 1e-4, "head {h}");
+                assert!((a[i] - b[i]).abs() < 1e-4, "head {h}");
+            }
+            assert_ne!(
+                a, p,
+                "head {h}: the mirror changes the answer of a random net"
+            );
+        }
     }
 }

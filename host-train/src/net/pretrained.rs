@@ -18,6 +18,9 @@ use crate::{Error, Result};
 pub struct PretrainedReport {
     /// Body tensors set from the file.
     pub loaded: usize,
+    /// Head tensors set from the file: a HydraNet checkpoint (`heads.*`) warm-starts its
+    /// heads too, so a second training cycle continues from a trained model.
+    pub heads_loaded: usize,
     /// File tensors the body has no use for by design (`fc.*`, `*.num_batches_tracked`).
     pub ignored: Vec<String>,
     /// Other file tensors the body does not have (e.g. `layer1.1.*` when loading a
@@ -25,9 +28,13 @@ pub struct PretrainedReport {
     pub unused: Vec<String>,
 }
 
-/// True for the names a torchvision ResNet state dict has that the body never takes.
+/// True for the names a torchvision ResNet state dict has that the body never takes, and
+/// for a HydraNet checkpoint's optimiser and loss state (a new run starts its own).
 pub fn is_torchvision_extra(name: &str) -> bool {
-    name.starts_with("fc.") || name.ends_with(".num_batches_tracked")
+    name.starts_with("fc.")
+        || name.ends_with(".num_batches_tracked")
+        || name.starts_with("optim.")
+        || crate::train::loss::is_loss_var(name)
 }
 
 /// True for the variables that belong to the body (not heads, not loss weights).
@@ -38,7 +45,8 @@ fn is_body_var(name: &str) -> bool {
 /// Sets every body variable of `varmap` from the safetensors file at `path`.
 ///
 /// Every body variable must be in the file with the same shape (any float dtype; converted
-/// to the variable's). Heads keep their fresh initialisation.
+/// to the variable's). Heads the file also has (a HydraNet checkpoint) are loaded when
+/// their shapes match; others keep their fresh initialisation.
 pub fn load_torchvision_body(varmap: &VarMap, path: &Path) -> Result<PretrainedReport> {
     let bad = |reason: String| Error::Checkpoint {
         path: path.into(),
@@ -57,6 +65,24 @@ pub fn load_torchvision_body(varmap: &VarMap, path: &Path) -> Result<PretrainedR
     let mut loaded = 0;
     let mut missing = Vec::new();
     let mut body_names = BTreeSet::new();
+    let mut heads_loaded = 0;
+    let mut head_names: Vec<&String> = data.keys().filter(|n| n.starts_with("heads.")).collect();
+    head_names.sort();
+    for name in head_names {
+        let var = &data[name];
+        let Some(t) = tensors.get(name) else { continue };
+        if t.dims() != var.dims() {
+            return Err(bad(format!(
+                "`{name}` has shape {:?}, this model's head expects {:?} (a different head \
+                 spec than the checkpoint's)",
+                t.dims(),
+                var.dims()
+            )));
+        }
+        var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+        body_names.insert(name.as_str());
+        heads_loaded += 1;
+    }
     let mut names: Vec<&String> = data.keys().filter(|n| is_body_var(n)).collect();
     names.sort();
     for name in names {
@@ -110,6 +136,7 @@ pub fn load_torchvision_body(varmap: &VarMap, path: &Path) -> Result<PretrainedR
     }
     Ok(PretrainedReport {
         loaded,
+        heads_loaded,
         ignored,
         unused,
     })

@@ -36,6 +36,9 @@ pub struct Int8Request {
     pub count: usize,
     /// How to pick each activation range.
     pub method: Method,
+    /// Test-time flip in the graph ([`ExportOptions::test_time_flip`]); calibration runs
+    /// the plain images (a mirror image has the same activation ranges).
+    pub test_time_flip: bool,
 }
 
 /// What an int8 export did.
@@ -99,6 +102,7 @@ pub fn export_int8_on(
             acts,
             info,
         }),
+        test_time_flip: req.test_time_flip,
     };
     let contract = export_checkpoint(checkpoint, out, &opts)?;
     Ok(Int8Report {

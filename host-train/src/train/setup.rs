@@ -132,9 +132,10 @@ pub fn build_trainer<'a>(
     if let (None, Some(file)) = (resume, &config.init_from) {
         let r = crate::net::pretrained::load_torchvision_body(&varmap, file)?;
         tracing::info!(
-            "{}: {} body tensors loaded, {} ignored (fc, counters){}",
+            "{}: {} body and {} head tensors loaded, {} ignored (fc, counters, optimiser){}",
             file.display(),
             r.loaded,
+            r.heads_loaded,
             r.ignored.len(),
             match r.unused.len() {
                 0 => String::new(),

@@ -85,7 +85,7 @@ fn tract_matches_candle_with_batchnorm_kept() {
         &p,
         &ExportOptions {
             fold_batchnorm: false,
-            quant: None,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -145,5 +145,80 @@ fn host_and_edge_eval_give_the_same_metrics() {
     assert_eq!(
         host["groups"]["ethnicity"].as_array().unwrap().len(),
         edge["groups"]["ethnicity"].as_array().unwrap().len()
+    );
+}
+
+/// `export --test-time-flip`: the graph averages image and mirror; tract (batch 1 and 3),
+/// Candle's flip forward, and Candle's import of the file all give the same numbers.
+#[test]
+fn test_time_flip_export_matches_candle_flip_forward() {
+    let fx = Fixture::load().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("flip.onnx");
+    let contract = export_checkpoint(
+        &fx.checkpoint_path(),
+        &p,
+        &ExportOptions {
+            test_time_flip: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(contract.test_time_flip);
+    let (net, _vm, ck) = load_for_inference(&fx.checkpoint_path(), &Device::Cpu).unwrap();
+    let plain = net;
+    let (flip_net, _vm, _) = load_for_inference(&fx.checkpoint_path(), &Device::Cpu).unwrap();
+    let flip_net = flip_net.with_test_time_flip(true);
+    let engine = Engine::load(&p, 1).unwrap();
+    assert!(engine.contract().test_time_flip, "the contract says so");
+    let imported = host_train::export::import::load_onnx(&p, &Device::Cpu).unwrap();
+    assert!(imported.net.test_time_flip());
+    let inputs = fx.inputs(&ck.contract).unwrap();
+    let mut worst_all = 0.0f32;
+    let mut changed = 0;
+    for (case, input) in fx.cases.iter().zip(&inputs) {
+        let candle = candle_raw(&flip_net, &ck.contract, input);
+        let tract: Vec<Vec<f32>> = engine
+            .run_raw(input)
+            .unwrap()
+            .into_iter()
+            .map(|mut h| h.remove(0))
+            .collect();
+        let d = max_abs_diff(
+            &by_head(&ck.contract, &candle),
+            &by_head(&ck.contract, &tract),
+        );
+        assert!(worst(&d) <= FP32_TOLERANCE, "{}: {d:?}", case.name);
+        let back = candle_raw(&imported.net, &ck.contract, input);
+        let d2 = max_abs_diff(
+            &by_head(&ck.contract, &candle),
+            &by_head(&ck.contract, &back),
+        );
+        assert!(worst(&d2) <= FP32_TOLERANCE, "{}: import {d2:?}", case.name);
+        let p = candle_raw(&plain, &ck.contract, input);
+        let moved = max_abs_diff(&by_head(&ck.contract, &p), &by_head(&ck.contract, &tract));
+        changed += usize::from(worst(&moved) > 1e-4);
+        worst_all = worst_all.max(worst(&d));
+    }
+    assert!(changed > 0, "the flip never changed an output");
+
+    // A batch keeps each image with its own mirror.
+    let batched = Engine::load(&p, 3).unwrap();
+    let flat: Vec<f32> = inputs[..3].concat();
+    let out = batched.run_raw(&flat).unwrap();
+    for (i, input) in inputs[..3].iter().enumerate() {
+        let single = engine.run_raw(input).unwrap();
+        for h in 0..out.len() {
+            for (a, b) in out[h][i].iter().zip(&single[h][0]) {
+                assert!(
+                    (a - b).abs() <= FP32_TOLERANCE,
+                    "image {i} head {h}: {a} vs {b}"
+                );
+            }
+        }
+    }
+    eprintln!(
+        "candle vs tract, test-time flip: max abs diff {worst_all:e}; {changed}/{} cases moved",
+        fx.cases.len()
     );
 }

@@ -88,6 +88,7 @@ fn check(form: QuantForm) {
             calibration: Some(utkface_dir()),
             count: 128,
             method: Method::Percentile,
+            test_time_flip: false,
         },
     )
     .unwrap();
@@ -185,6 +186,7 @@ fn weight_only_int8_matches_its_dequantized_float_model() {
             calibration: None,
             count: 0,
             method: Method::Percentile,
+            test_time_flip: false,
         },
     )
     .unwrap();
@@ -222,6 +224,7 @@ fn an_empty_calibration_folder_is_refused_by_name() {
             calibration: Some(empty.clone()),
             count: 64,
             method: Method::Entropy,
+            test_time_flip: false,
         },
     )
     .unwrap_err();

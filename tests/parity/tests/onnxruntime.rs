@@ -55,10 +55,28 @@ fn onnxruntime_agrees_with_batchnorm_kept() {
         &p,
         &ExportOptions {
             fold_batchnorm: false,
-            quant: None,
+            ..Default::default()
         },
     )
     .unwrap();
     let w = check(&p);
     eprintln!("tract vs onnxruntime, BatchNorm kept: max abs diff {w:e}");
+}
+
+#[test]
+fn onnxruntime_agrees_with_test_time_flip() {
+    let fx = Fixture::load().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("flip.onnx");
+    export_checkpoint(
+        &fx.checkpoint_path(),
+        &p,
+        &ExportOptions {
+            test_time_flip: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let w = check(&p);
+    eprintln!("tract vs onnxruntime, test-time flip (single and batched): max abs diff {w:e}");
 }
