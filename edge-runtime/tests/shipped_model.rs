@@ -38,6 +38,8 @@ fn shipped_fp32_and_int8_agree_and_read_real_faces() {
     let int8 = Engine::load(&shipped("hydranet-utkface-int8.onnx"), 1).unwrap();
     for e in [&fp32, &int8] {
         assert_eq!(e.contract().heads, utkface_heads());
+        // The model card's figures are with the flip the graph does.
+        assert!(e.contract().test_time_flip, "shipped with test-time flip");
     }
     assert!(fp32.contract().quantization.is_none());
     let q = int8
