@@ -95,12 +95,6 @@ impl GraphBuilder {
         self.init_raw(name, dims, DataType::Int32, raw)
     }
 
-    /// Adds an int64 initialiser; returns its name.
-    pub fn init_i64(&mut self, name: &str, dims: &[usize], data: &[i64]) -> String {
-        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.init_raw(name, dims, DataType::Int64, raw)
-    }
-
     /// Adds an initialiser from little-endian bytes; `dims` empty for a scalar.
     fn init_raw(&mut self, name: &str, dims: &[usize], ty: DataType, raw_data: Vec<u8>) -> String {
         self.initializers.push(TensorProto {

@@ -146,6 +146,10 @@ pub fn load_onnx(path: &Path, device: &Device) -> Result<Imported> {
     };
     for node in &graph.node {
         let name = node.name.as_str();
+        // The test-time flip's mirror copy shares the first copy's weights.
+        if name.starts_with(super::flip::MIRROR) {
+            continue;
+        }
         match node.op_type.as_str() {
             op @ ("Conv" | "QLinearConv") => {
                 let (w, wd) = param(&format!("{name}.weight"))?

@@ -1,4 +1,5 @@
 //! Export to standard ONNX, with the contract in `metadata_props`.
+pub mod flip;
 pub mod graph;
 pub mod onnx;
 

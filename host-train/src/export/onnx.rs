@@ -32,8 +32,8 @@ pub struct ExportOptions {
     pub fold_batchnorm: bool,
     /// Write int8 weights (and activations, for [`QuantForm::Qdq`]); needs folding.
     pub quant: Option<QuantExport>,
-    /// Test-time flip inside the graph: the image and its mirror run as one batch and each
-    /// head's output is the mean of the two (recorded as
+    /// Test-time flip inside the graph: a second copy of the network (same weights) runs
+    /// the mirror image and each head's output is the mean of the two (recorded as
     /// [`models::Contract::test_time_flip`]). Twice the body's compute for one model file
     /// that any runtime runs unchanged.
     pub test_time_flip: bool,
@@ -456,29 +456,7 @@ pub fn hydranet_to_onnx(
         ],
     );
     let flip = opts.test_time_flip;
-    let input = match flip {
-        // Gather with reversed column indices: the plainest mirror every runtime has
-        // (a negative-step Slice is not supported everywhere).
-        true => {
-            let w = pre.width as usize;
-            let rev: Vec<i64> = (0..w as i64).rev().collect();
-            let idx = e.g.init_i64("tta.columns", &[w], &rev);
-            let mirror = e.g.node(
-                "Gather",
-                "tta.mirror",
-                &["image", &idx],
-                vec![("axis", Attr::Int(3))],
-            );
-            e.g.node(
-                "Concat",
-                "tta.both",
-                &["image", &mirror],
-                vec![("axis", Attr::Int(0))],
-            )
-        }
-        false => "image".to_string(),
-    };
-    let image = e.act(&input, "image")?;
+    let image = e.act("image", "image")?;
     let stem = e.conv_bn(&image, "conv1", "bn1", 2, true, "bn1.relu")?;
     let pool = vec![
         ("kernel_shape", Attr::Ints(vec![2, 2])),
@@ -553,28 +531,7 @@ pub fn hydranet_to_onnx(
         let h = e.g.node("Relu", &format!("{p}.relu"), &[&h], vec![]);
         let h = e.act(&h, &format!("{p}.relu"))?;
         let h = e.float(&h);
-        if flip {
-            // [2N, k] → [2, N, k] → mean over the two views.
-            let both = e.linear(&h, &format!("{p}.2"), None)?;
-            let width = head.output_width() as i64;
-            let shape =
-                e.g.init_i64(&format!("{p}.tta.shape"), &[3], &[2, -1, width]);
-            let pair = e.g.node(
-                "Reshape",
-                &format!("{p}.tta.pair"),
-                &[&both, &shape],
-                vec![],
-            );
-            e.g.node_to(
-                "ReduceMean",
-                &format!("{p}.tta.mean"),
-                &[&pair],
-                &head.name,
-                vec![("axes", Attr::Ints(vec![0])), ("keepdims", Attr::Int(0))],
-            );
-        } else {
-            e.linear(&h, &format!("{p}.2"), Some(&head.name))?;
-        }
+        e.linear(&h, &format!("{p}.2"), Some(&head.name))?;
         e.g.output(
             &head.name,
             &[
@@ -582,6 +539,11 @@ pub fn hydranet_to_onnx(
                 Dim::Fixed(head.output_width() as i64),
             ],
         );
+    }
+    let mut graph = e.g.finish("hydranet");
+    if flip {
+        let heads: Vec<&str> = contract.heads.iter().map(|h| h.name.as_str()).collect();
+        super::flip::add_test_time_flip(&mut graph, "image", &heads, pre.width as usize);
     }
     let mut contract = contract.clone();
     contract.quantization = opts.quant.as_ref().map(|q| q.info.clone());
@@ -610,7 +572,7 @@ pub fn hydranet_to_onnx(
             contract.architecture,
             contract.heads.iter().map(|h| &h.name).collect::<Vec<_>>()
         ),
-        graph: Some(e.g.finish("hydranet")),
+        graph: Some(graph),
         metadata_props,
         ..Default::default()
     })

@@ -158,8 +158,8 @@ impl HydraNet {
         self.heads_forward(&f)
     }
 
-    /// Image and mirror image as one batch of `2N` (as the exported graph does), then the
-    /// mean of the two halves of every head's output.
+    /// Image and mirror image as one batch of `2N`, then the mean of the two halves of every
+    /// head's output: the function of the exported graph's two copies (export/flip.rs).
     fn forward_flip_averaged(&self, x: &Tensor) -> Result<Vec<Tensor>> {
         let (n, _, _, w) = x.dims4()?;
         let rev: Vec<u32> = (0..w as u32).rev().collect();
