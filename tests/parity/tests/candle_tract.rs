@@ -4,7 +4,7 @@ mod common;
 use std::{collections::BTreeMap, path::Path};
 
 use candle_core::Device;
-use common::{by_head, candle_raw, worst};
+use common::{by_head, candle_raw, tract_raw, worst};
 use edge_runtime::Engine;
 use host_train::{
     data::ImageCache,
@@ -31,12 +31,7 @@ fn compare_tract_with_candle(model: &Path) -> f32 {
     let mut worst_all = 0.0f32;
     for (case, input) in fx.cases.iter().zip(&inputs) {
         let candle = candle_raw(&net, &ck.contract, input);
-        let tract: Vec<Vec<f32>> = engine
-            .run_raw(input)
-            .unwrap()
-            .into_iter()
-            .map(|mut h| h.remove(0))
-            .collect();
+        let tract = tract_raw(&engine, input);
         let d = max_abs_diff(
             &by_head(&ck.contract, &candle),
             &by_head(&ck.contract, &tract),
@@ -178,12 +173,7 @@ fn test_time_flip_export_matches_candle_flip_forward() {
     let mut changed = 0;
     for (case, input) in fx.cases.iter().zip(&inputs) {
         let candle = candle_raw(&flip_net, &ck.contract, input);
-        let tract: Vec<Vec<f32>> = engine
-            .run_raw(input)
-            .unwrap()
-            .into_iter()
-            .map(|mut h| h.remove(0))
-            .collect();
+        let tract = tract_raw(&engine, input);
         let d = max_abs_diff(
             &by_head(&ck.contract, &candle),
             &by_head(&ck.contract, &tract),

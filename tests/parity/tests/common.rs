@@ -21,6 +21,17 @@ pub fn candle_raw(net: &HydraNet, contract: &Contract, input: &[f32]) -> Vec<Vec
         .collect()
 }
 
+/// tract's raw outputs for one preprocessed image (an engine of batch 1): one vector per
+/// head, shaped like [`candle_raw`]'s.
+pub fn tract_raw(engine: &edge_runtime::Engine, input: &[f32]) -> Vec<Vec<f32>> {
+    engine
+        .run_raw(input)
+        .unwrap()
+        .into_iter()
+        .map(|mut h| h.remove(0))
+        .collect()
+}
+
 /// Head name → values.
 pub fn by_head(contract: &Contract, raw: &[Vec<f32>]) -> BTreeMap<String, Vec<f32>> {
     contract

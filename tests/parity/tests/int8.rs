@@ -119,12 +119,7 @@ fn check(form: QuantForm) {
     let steps = steps(&model, &fx, &contract);
     let (mut worst_steps, mut agree, mut candle_agree) = (0f32, 0usize, 0usize);
     for (i, x) in xs.iter().enumerate() {
-        let tract: Vec<Vec<f32>> = engine
-            .run_raw(x)
-            .unwrap()
-            .into_iter()
-            .map(|mut h| h.remove(0))
-            .collect();
+        let tract = common::tract_raw(&engine, x);
         let judge: Vec<Vec<f32>> = contract
             .heads
             .iter()
@@ -196,12 +191,7 @@ fn weight_only_int8_matches_its_dequantized_float_model() {
     let candle = load_onnx(&model, &Device::Cpu).unwrap();
     assert!(candle.grids.is_empty(), "float activations");
     for x in fx.inputs(&contract).unwrap() {
-        let t: Vec<Vec<f32>> = engine
-            .run_raw(&x)
-            .unwrap()
-            .into_iter()
-            .map(|mut h| h.remove(0))
-            .collect();
+        let t = common::tract_raw(&engine, &x);
         let c = common::candle_raw(&candle.net, &contract, &x);
         for (a, b) in t.iter().flatten().zip(c.iter().flatten()) {
             assert!((a - b).abs() < 1e-4, "tract {a} vs Candle {b}");
