@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use tract_onnx::pb::{tensor_proto::DataType, GraphProto, TensorProto};
 
 /// Values of an int8, uint8 or int32 initialiser (raw or typed storage).
-fn integers(t: &TensorProto) -> Option<Vec<i32>> {
+pub(crate) fn integers(t: &TensorProto) -> Option<Vec<i32>> {
     let raw = &t.raw_data;
     match DataType::try_from(t.data_type).ok()? {
         DataType::Int8 if !raw.is_empty() => Some(raw.iter().map(|&b| b as i8 as i32).collect()),
@@ -27,7 +27,7 @@ fn integers(t: &TensorProto) -> Option<Vec<i32>> {
     }
 }
 
-fn floats(t: &TensorProto) -> Option<Vec<f32>> {
+pub(crate) fn floats(t: &TensorProto) -> Option<Vec<f32>> {
     match DataType::try_from(t.data_type).ok()? {
         DataType::Float if !t.raw_data.is_empty() => Some(
             t.raw_data

@@ -11,6 +11,24 @@ use tract_onnx::{pb, prelude::*};
 
 use crate::{Error, Result};
 
+/// How an int8 file's convolutions run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Int8Kernel {
+    /// The edge runtime's integer convolution ([`crate::qconv`]): each quantize →
+    /// dequantize → convolution chain runs on int8 codes with int32 sums.
+    #[default]
+    Edge,
+    /// tract's own handling of the same graph (float convolutions between
+    /// quantize/dequantize pairs); kept for side-by-side measurements.
+    Tract,
+}
+
+/// Choices made when loading a model; the file alone decides everything else.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    pub int8_kernel: Int8Kernel,
+}
+
 /// A loaded HydraNet: its contract and a tract plan for a fixed batch size.
 pub struct Engine {
     contract: Contract,
@@ -19,6 +37,7 @@ pub struct Engine {
     path: PathBuf,
     /// `order[h]`: position of head `h`'s output among the plan's outputs.
     order: Vec<usize>,
+    fused: crate::qconv::Fused,
 }
 
 fn dims_of(v: &pb::ValueInfoProto) -> Option<Vec<Option<i64>>> {
@@ -48,6 +67,11 @@ impl Engine {
     /// Loads `path`, checks it is a HydraNet with a contract this build reads, and plans it
     /// for batches of `batch` images.
     pub fn load(path: &Path, batch: usize) -> Result<Self> {
+        Self::load_with(path, batch, LoadOptions::default())
+    }
+
+    /// As [`Engine::load`], with explicit [`LoadOptions`].
+    pub fn load_with(path: &Path, batch: usize, options: LoadOptions) -> Result<Self> {
         // The file's bytes are dropped as soon as they are decoded, and the decoded
         // protobuf as soon as tract has its own copy: at most two copies of the weights
         // are alive at once, which keeps peak RSS near twice the file size.
@@ -58,17 +82,32 @@ impl Engine {
             })?;
             decode_proto(&bytes, path)?
         };
-        Self::from_proto(proto, path, batch)
+        Self::from_proto(proto, path, batch, options)
     }
 
     /// As [`Engine::load`], from bytes already read; `path` is used in messages.
     pub fn from_bytes(bytes: &[u8], path: &Path, batch: usize) -> Result<Self> {
-        Self::from_proto(decode_proto(bytes, path)?, path, batch)
+        Self::from_proto(
+            decode_proto(bytes, path)?,
+            path,
+            batch,
+            LoadOptions::default(),
+        )
     }
 
-    fn from_proto(mut proto: pb::ModelProto, path: &Path, batch: usize) -> Result<Self> {
+    fn from_proto(
+        mut proto: pb::ModelProto,
+        path: &Path,
+        batch: usize,
+        options: LoadOptions,
+    ) -> Result<Self> {
         let batch = batch.max(1);
+        let mut fused = crate::qconv::Fused::default();
         if let Some(g) = proto.graph.as_mut() {
+            // Before the constant folding below: the fused op wants the int8 weights.
+            if options.int8_kernel == Int8Kernel::Edge {
+                fused = crate::qconv::fuse_qdq(g);
+            }
             crate::dequant::fold_constant_dequantization(g);
         }
         let graph = proto
@@ -148,9 +187,9 @@ impl Engine {
             path: path.into(),
             reason: format!("{e:#}"),
         };
-        let model = tract_onnx::onnx()
-            .model_for_proto_model(&proto)
-            .map_err(tract_err)?;
+        let mut onnx = tract_onnx::onnx();
+        crate::qconv::register(&mut onnx.op_register);
+        let model = onnx.model_for_proto_model(&proto).map_err(tract_err)?;
         drop(proto);
         let plan = model
             .with_input_fact(
@@ -168,7 +207,14 @@ impl Engine {
             batch,
             path: path.into(),
             order,
+            fused,
         })
+    }
+
+    /// What the edge runtime's int8 kernels took over from tract (all zero for a float
+    /// file, or with [`Int8Kernel::Tract`]).
+    pub fn fused(&self) -> crate::qconv::Fused {
+        self.fused
     }
 
     /// The model's contract.

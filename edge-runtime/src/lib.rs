@@ -8,9 +8,10 @@ pub mod error;
 #[cfg(feature = "kiosk")]
 pub mod kiosk;
 pub mod pipeline;
+pub mod qconv;
 pub mod source;
 pub mod stats;
 pub mod systemd;
 
-pub use engine::Engine;
+pub use engine::{Engine, Int8Kernel, LoadOptions};
 pub use error::{Error, Result};

@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode, time::Instant};
 use anyhow::Result;
 use edge_runtime::{
     stats::{peak_rss_bytes, quantile},
-    Engine,
+    Engine, Int8Kernel, LoadOptions,
 };
 use serde_json::json;
 
@@ -26,12 +26,21 @@ pub struct Args {
     /// Timed runs.
     #[arg(long, default_value_t = 200)]
     iters: usize,
+    /// Who runs an int8 file's convolutions (for side-by-side measurements).
+    #[arg(long, value_enum, default_value_t = Int8Kernel::Edge)]
+    int8_kernel: Int8Kernel,
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
     super::set_threads(a.threads)?;
     let t_load = Instant::now();
-    let engine = Engine::load(&a.model, a.batch)?;
+    let engine = Engine::load_with(
+        &a.model,
+        a.batch,
+        LoadOptions {
+            int8_kernel: a.int8_kernel,
+        },
+    )?;
     let load_s = t_load.elapsed().as_secs_f64();
     let n = engine.batch() * engine.contract().preprocess.input_len();
     // A fixed, non-trivial input (a sine pattern): no RNG crate needed for a benchmark.
@@ -55,6 +64,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
         "model_bytes": size,
         "batch": a.batch,
         "threads": a.threads,
+        "int8_kernel": format!("{:?}", a.int8_kernel).to_lowercase(),
+        "int8_convolutions": engine.fused().convolutions,
         "iters": lat.len(),
         "p50_ms": quantile(&lat, 0.5),
         "p90_ms": quantile(&lat, 0.9),

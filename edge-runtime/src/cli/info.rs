@@ -15,5 +15,13 @@ pub struct Args {
 pub fn run(a: Args) -> Result<ExitCode> {
     let engine = Engine::load(&a.model, 1)?;
     println!("{}", serde_json::to_string_pretty(engine.contract())?);
+    let f = engine.fused();
+    if f.convolutions > 0 {
+        // stderr: stdout stays the contract's JSON.
+        eprintln!(
+            "int8: {} convolutions on the edge runtime's integer kernel, {} quantize/dequantize pairs in one pass",
+            f.convolutions, f.pairs
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,685 @@
+//! An int8 convolution: uint8 activations × int8 weights, exact int32 sums, float out.
+//!
+//! Why hand-written and not tract's: tract 0.23 runs a QDQ convolution in float with a
+//! quantize/dequantize pair around it, and a `QLinearConv` as im2col + an i8 matmul + a
+//! chain of separate requantization ops; both are slower than its fp32 plan on x86
+//! (docs/measurements.md, issue 5). This kernel packs the weights once at load, lays the
+//! quantized input out as NHWC bytes so that each output pixel's patch is a few memcpys,
+//! and multiplies with AVX-512 VNNI (`vpdpbusd`: 64 u8·i8 products per instruction, 4x the
+//! multiply-adds of an fp32 FMA) where the CPU has it, else with a portable loop that the
+//! compiler vectorises.
+//!
+//! Layouts:
+//! - `k` runs over `(ky, kx, c)` with `c` padded to a multiple of 4, so that 4
+//!   consecutive `k` are 4 channels of one tap (one `u32` of the NHWC input);
+//! - packed weights: `[m / MB][k / 4][MB][4]` (`MB` = 32 output channels, zero-padded);
+//! - patches ("rows"): `[pixel][k]`, `NR` pixels per tile.
+use std::cell::RefCell;
+
+/// Output channels per weight block (two 16-lane vectors).
+const MB: usize = 32;
+/// Output pixels per tile.
+const NR: usize = 12;
+
+/// Geometry of a 2-D convolution (NCHW input, OIHW weights, group 1, dilation 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Geometry {
+    /// Input channels.
+    pub c: usize,
+    /// Output channels.
+    pub m: usize,
+    /// Kernel height and width.
+    pub kh: usize,
+    pub kw: usize,
+    /// Strides (y, x).
+    pub sh: usize,
+    pub sw: usize,
+    /// Padding: top, left, bottom, right.
+    pub pads: [usize; 4],
+}
+
+impl Geometry {
+    /// Output height and width for an `h`×`w` input, or `None` if the kernel does not fit.
+    pub fn output_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        let ph = h + self.pads[0] + self.pads[2];
+        let pw = w + self.pads[1] + self.pads[3];
+        if ph < self.kh || pw < self.kw || self.sh == 0 || self.sw == 0 {
+            return None;
+        }
+        Some(((ph - self.kh) / self.sh + 1, (pw - self.kw) / self.sw + 1))
+    }
+
+    fn c4(&self) -> usize {
+        self.c.div_ceil(4) * 4
+    }
+
+    fn k(&self) -> usize {
+        self.kh * self.kw * self.c4()
+    }
+}
+
+/// A convolution ready to run: packed int8 weights and what turns int32 sums into floats.
+#[derive(Debug, Clone)]
+pub struct QConv {
+    geo: Geometry,
+    /// Input grid: `q = clamp(round(x / x_scale) + x_zero, 0, 255)`.
+    x_scale: f32,
+    x_zero: u8,
+    packed: Vec<i8>,
+    /// Per output channel: `x_zero · Σ_k w[m, k]`, subtracted from the raw sum.
+    zero_term: Vec<i32>,
+    /// Per output channel: `x_scale · w_scale[m]`.
+    scale: Vec<f32>,
+    bias: Vec<f32>,
+    relu: bool,
+}
+
+/// Why a convolution cannot be packed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PackError {
+    #[error("weights have {got} values, the geometry needs {want}")]
+    WeightLen { got: usize, want: usize },
+    #[error("{what} has {got} values, expected {want} (one per output channel)")]
+    PerChannel {
+        what: &'static str,
+        got: usize,
+        want: usize,
+    },
+    #[error("the input scale {0} is not a positive finite number")]
+    Scale(String),
+}
+
+impl QConv {
+    /// Packs OIHW int8 `weights` with one scale per output channel. The convolution then
+    /// computes `relu?(x_scale · w_scale[m] · Σ (q(x) - x_zero) · w + bias[m])`, which is
+    /// what `DequantizeLinear(QuantizeLinear(x))` convolved with dequantized weights is.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        geo: Geometry,
+        weights: &[i8],
+        w_scale: &[f32],
+        bias: Option<&[f32]>,
+        x_scale: f32,
+        x_zero: u8,
+        relu: bool,
+    ) -> Result<Self, PackError> {
+        let want = geo.m * geo.c * geo.kh * geo.kw;
+        if weights.len() != want {
+            return Err(PackError::WeightLen {
+                got: weights.len(),
+                want,
+            });
+        }
+        if w_scale.len() != geo.m {
+            return Err(PackError::PerChannel {
+                what: "the weight scale",
+                got: w_scale.len(),
+                want: geo.m,
+            });
+        }
+        if let Some(b) = bias.filter(|b| b.len() != geo.m) {
+            return Err(PackError::PerChannel {
+                what: "the bias",
+                got: b.len(),
+                want: geo.m,
+            });
+        }
+        if !(x_scale.is_finite() && x_scale > 0.0) {
+            return Err(PackError::Scale(x_scale.to_string()));
+        }
+        let (c4, k) = (geo.c4(), geo.k());
+        let blocks = geo.m.div_ceil(MB);
+        let mut packed = vec![0i8; blocks * MB * k];
+        let mut zero_term = vec![0i32; geo.m];
+        for m in 0..geo.m {
+            let (b, lane) = (m / MB, m % MB);
+            let mut sum = 0i32;
+            for ky in 0..geo.kh {
+                for kx in 0..geo.kw {
+                    for c in 0..geo.c {
+                        let w = weights[((m * geo.c + c) * geo.kh + ky) * geo.kw + kx];
+                        let kk = (ky * geo.kw + kx) * c4 + c;
+                        packed[((b * (k / 4) + kk / 4) * MB + lane) * 4 + kk % 4] = w;
+                        sum += w as i32;
+                    }
+                }
+            }
+            zero_term[m] = sum * x_zero as i32;
+        }
+        // Per-channel values padded to whole blocks, like the packed weights.
+        let mut scale: Vec<f32> = w_scale.iter().map(|s| s * x_scale).collect();
+        let mut bias = bias.map_or_else(|| vec![0.0; geo.m], <[f32]>::to_vec);
+        scale.resize(blocks * MB, 0.0);
+        bias.resize(blocks * MB, 0.0);
+        zero_term.resize(blocks * MB, 0);
+        Ok(Self {
+            geo,
+            x_scale,
+            x_zero,
+            packed,
+            zero_term,
+            scale,
+            bias,
+            relu,
+        })
+    }
+
+    pub fn geometry(&self) -> &Geometry {
+        &self.geo
+    }
+
+    pub fn relu(&self) -> bool {
+        self.relu
+    }
+
+    /// Convolves `n` NCHW images of `h`×`w` (`x.len() == n·c·h·w`) into `out`
+    /// (`n·m·oh·ow`). Returns false (and writes nothing) if the sizes disagree.
+    pub fn run(&self, x: &[f32], n: usize, h: usize, w: usize, out: &mut [f32]) -> bool {
+        self.run_with(x, n, h, w, out, dot_tile)
+    }
+
+    fn run_with(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        out: &mut [f32],
+        dot: DotTile,
+    ) -> bool {
+        let g = &self.geo;
+        let Some((oh, ow)) = g.output_hw(h, w) else {
+            return false;
+        };
+        if x.len() != n * g.c * h * w || out.len() != n * g.m * oh * ow {
+            return false;
+        }
+        SCRATCH.with(|s| {
+            let (planes, nhwc, rows) = &mut *s.borrow_mut();
+            for (img, o) in x
+                .chunks_exact(g.c * h * w)
+                .zip(out.chunks_exact_mut(g.m * oh * ow))
+            {
+                self.quantize_nhwc(img, h, w, planes, nhwc);
+                self.patches(nhwc, h, w, oh, ow, rows);
+                self.multiply(rows, oh * ow, o, dot);
+            }
+        });
+        true
+    }
+
+    /// `q(x)` as NHWC bytes, channels padded to 4 with the zero point.
+    fn quantize_nhwc(
+        &self,
+        img: &[f32],
+        h: usize,
+        w: usize,
+        planes: &mut Vec<u8>,
+        nhwc: &mut Vec<u8>,
+    ) {
+        let (c, c4, hw) = (self.geo.c, self.geo.c4(), h * w);
+        // Quantize the planes as they lie (contiguous, vectorised), then interleave.
+        planes.clear();
+        planes.resize(c * hw, 0);
+        quantize(img, self.x_scale, self.x_zero, planes);
+        nhwc.clear();
+        nhwc.resize(hw * c4, self.x_zero);
+        interleave(planes, c, hw, self.x_zero, nhwc);
+    }
+
+    /// One row of `k` bytes per output pixel (`NR`-padded), out-of-image taps at the zero
+    /// point (the quantized 0.0).
+    fn patches(&self, nhwc: &[u8], h: usize, w: usize, oh: usize, ow: usize, rows: &mut Vec<u8>) {
+        let g = &self.geo;
+        let (c4, k) = (g.c4(), g.k());
+        let pixels = (oh * ow).div_ceil(NR) * NR;
+        rows.clear();
+        rows.resize(pixels * k, self.x_zero);
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let row = &mut rows[(oy * ow + ox) * k..][..k];
+                for ky in 0..g.kh {
+                    let iy = (oy * g.sh + ky) as isize - g.pads[0] as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    let iy = iy as usize;
+                    // Taps with ix in the image form one contiguous run of the NHWC row.
+                    let x0 = (ox * g.sw) as isize - g.pads[1] as isize;
+                    let first = (-x0).max(0) as usize;
+                    let last = ((w as isize - x0).min(g.kw as isize)).max(0) as usize;
+                    if first >= last {
+                        continue;
+                    }
+                    let src = (iy * w + (x0 + first as isize) as usize) * c4;
+                    let dst = (ky * g.kw + first) * c4;
+                    let len = (last - first) * c4;
+                    row[dst..dst + len].copy_from_slice(&nhwc[src..src + len]);
+                }
+            }
+        }
+    }
+
+    fn multiply(&self, rows: &[u8], pixels: usize, out: &mut [f32], dot: DotTile) {
+        let k = self.geo.k();
+        let mut tile = [[0i32; MB]; NR];
+        for p0 in (0..pixels).step_by(NR) {
+            let rows = &rows[p0 * k..(p0 + NR) * k];
+            for b in 0..self.geo.m.div_ceil(MB) {
+                let w = &self.packed[b * MB * k..(b + 1) * MB * k];
+                dot(rows, w, k, &mut tile);
+                self.store(&tile, b * MB, p0, pixels, out);
+            }
+        }
+    }
+
+    /// Sums to floats across the 32 channels of each pixel (contiguous, vectorised), then
+    /// the transposed copy into the NCHW output.
+    fn store(&self, tile: &[[i32; MB]; NR], m0: usize, p0: usize, pixels: usize, out: &mut [f32]) {
+        let ms = MB.min(self.geo.m - m0);
+        let ps = NR.min(pixels - p0);
+        let (s, b, z) = (
+            &self.scale[m0..m0 + MB],
+            &self.bias[m0..m0 + MB],
+            &self.zero_term[m0..m0 + MB],
+        );
+        let mut f = [[0f32; MB]; NR];
+        for (f, t) in f.iter_mut().zip(tile) {
+            for ((((f, &t), &s), &b), &z) in f.iter_mut().zip(t).zip(s).zip(b).zip(z) {
+                *f = s * (t - z) as f32 + b;
+            }
+            if self.relu {
+                f.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+        }
+        for (lane, dst) in out[m0 * pixels..]
+            .chunks_exact_mut(pixels)
+            .take(ms)
+            .enumerate()
+        {
+            for (d, f) in dst[p0..p0 + ps].iter_mut().zip(&f) {
+                *d = f[lane];
+            }
+        }
+    }
+}
+
+/// Adding 1.5·2^23 to an f32 of magnitude < 2^22 rounds it to an integer, half to even
+/// (the default rounding mode), and leaves that integer in the low mantissa bits: no
+/// float-to-int conversion and no libm call (`round_ties_even` is `rintf` on x86-64
+/// without SSE4.1, and was 12 % of a run), so the loops below vectorise.
+const ROUND: f32 = 12_582_912.0;
+const ROUND_BITS: i32 = 0x4B40_0000;
+
+/// `round(clamp(x / scale, lo, hi)) + ROUND` (`max`/`min` send NaN to `lo`).
+#[inline(always)]
+fn rounded(x: f32, scale: f32, lo: f32, hi: f32) -> f32 {
+    (x / scale).max(lo).min(hi) + ROUND
+}
+
+/// ONNX `QuantizeLinear` to uint8: `clamp(round(x / scale) + zero, 0, 255)` (clamping
+/// before adding the zero point is the same: the bounds are integers).
+pub fn quantize(src: &[f32], scale: f32, zero: u8, dst: &mut [u8]) {
+    #[inline(always)]
+    fn body(src: &[f32], scale: f32, zero: u8, dst: &mut [u8]) {
+        let (lo, hi) = (-(zero as f32), 255.0 - zero as f32);
+        let z = zero as i32 - ROUND_BITS;
+        for (d, &x) in dst.iter_mut().zip(src) {
+            *d = (rounded(x, scale, lo, hi).to_bits() as i32 + z) as u8;
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        #[target_feature(enable = "avx512f")]
+        fn wide(src: &[f32], scale: f32, zero: u8, dst: &mut [u8]) {
+            body(src, scale, zero, dst)
+        }
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { wide(src, scale, zero, dst) };
+    }
+    body(src, scale, zero, dst)
+}
+
+/// `DequantizeLinear(QuantizeLinear(x))`: `x` rounded to its uint8 grid, in float.
+pub fn fake_quantize(src: &[f32], scale: f32, zero: u8, dst: &mut [f32]) {
+    #[inline(always)]
+    fn body(src: &[f32], scale: f32, zero: u8, dst: &mut [f32]) {
+        let (lo, hi) = (-(zero as f32), 255.0 - zero as f32);
+        for (d, &x) in dst.iter_mut().zip(src) {
+            *d = (rounded(x, scale, lo, hi) - ROUND) * scale;
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        #[target_feature(enable = "avx512f")]
+        fn wide(src: &[f32], scale: f32, zero: u8, dst: &mut [f32]) {
+            body(src, scale, zero, dst)
+        }
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { wide(src, scale, zero, dst) };
+    }
+    body(src, scale, zero, dst)
+}
+
+/// `[c][hw]` planes to `[hw][c4]` pixels, four channels (one `u32`) per store; channels
+/// past `c` are `zero`.
+fn interleave(planes: &[u8], c: usize, hw: usize, zero: u8, nhwc: &mut [u8]) {
+    let c4 = c.div_ceil(4) * 4;
+    let pad = vec![zero; if c.is_multiple_of(4) { 0 } else { hw }];
+    let plane = |ch: usize| {
+        if ch < c {
+            &planes[ch * hw..(ch + 1) * hw]
+        } else {
+            &pad[..]
+        }
+    };
+    for g in 0..c4 / 4 {
+        let (a, b, cc, d) = (
+            plane(4 * g),
+            plane(4 * g + 1),
+            plane(4 * g + 2),
+            plane(4 * g + 3),
+        );
+        let px = nhwc
+            .chunks_exact_mut(c4)
+            .map(|px| &mut px[4 * g..4 * g + 4]);
+        for ((((o, &a), &b), &cc), &d) in px.zip(a).zip(b).zip(cc).zip(d) {
+            o.copy_from_slice(&[a, b, cc, d]);
+        }
+    }
+}
+
+type Scratch = (Vec<u8>, Vec<u8>, Vec<u8>);
+
+thread_local! {
+    // The NHWC input and the patch rows, reused across runs: no allocation per frame
+    // once the largest layer has been seen.
+    static SCRATCH: RefCell<Scratch> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+}
+
+type DotTile = fn(&[u8], &[i8], usize, &mut [[i32; MB]; NR]);
+
+/// `tile[j][lane] = Σ_k rows[j·k + kk] · w[kk/4][lane][kk%4]` for a tile of `NR` pixels
+/// and one block of `MB` output channels.
+fn dot_tile(rows: &[u8], w: &[i8], k: usize, tile: &mut [[i32; MB]; NR]) {
+    #[cfg(target_arch = "x86_64")]
+    if vnni::available() {
+        // SAFETY: the CPU has the features `vnni::dot_tile` is compiled for.
+        unsafe { vnni::dot_tile(rows, w, k, tile) };
+        return;
+    }
+    portable_dot_tile(rows, w, k, tile);
+}
+
+fn portable_dot_tile(rows: &[u8], w: &[i8], k: usize, tile: &mut [[i32; MB]; NR]) {
+    for (j, acc) in tile.iter_mut().enumerate() {
+        *acc = [0; MB];
+        let row = &rows[j * k..(j + 1) * k];
+        for (x4, w4) in row.chunks_exact(4).zip(w.chunks_exact(4 * MB)) {
+            for (t, &xv) in x4.iter().enumerate() {
+                let xv = xv as i32;
+                for (lane, a) in acc.iter_mut().enumerate() {
+                    *a += xv * w4[lane * 4 + t] as i32;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use super::{MB, NR};
+    use std::arch::x86_64::*;
+
+    pub fn available() -> bool {
+        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vnni")
+    }
+
+    /// 24 accumulators (12 pixels × 2 vectors of 16 channels) stay in registers over the
+    /// whole `k` loop; each step loads two weight vectors and broadcasts 4 input bytes per
+    /// pixel.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub unsafe fn dot_tile(rows: &[u8], w: &[i8], k: usize, tile: &mut [[i32; MB]; NR]) {
+        assert!(rows.len() >= NR * k && w.len() >= MB * k && k.is_multiple_of(4));
+        let mut acc = [[_mm512_setzero_si512(); 2]; NR];
+        let rp = rows.as_ptr();
+        let wp = w.as_ptr();
+        for k4 in 0..k / 4 {
+            // SAFETY: k4·MB·4 + 64 + 64 ≤ MB·k = w.len(); rows reads end at NR·k.
+            unsafe {
+                let w0 = _mm512_loadu_si512(wp.add(k4 * MB * 4) as *const _);
+                let w1 = _mm512_loadu_si512(wp.add(k4 * MB * 4 + 64) as *const _);
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let x = (rp.add(j * k + k4 * 4) as *const i32).read_unaligned();
+                    let x = _mm512_set1_epi32(x);
+                    a[0] = _mm512_dpbusd_epi32(a[0], x, w0);
+                    a[1] = _mm512_dpbusd_epi32(a[1], x, w1);
+                }
+            }
+        }
+        for (t, a) in tile.iter_mut().zip(&acc) {
+            // SAFETY: each tile row holds 32 i32, two 64-byte stores.
+            unsafe {
+                _mm512_storeu_si512(t.as_mut_ptr() as *mut _, a[0]);
+                _mm512_storeu_si512(t.as_mut_ptr().add(16) as *mut _, a[1]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> u32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (*seed >> 33) as u32
+    }
+
+    /// Direct convolution over the quantized grid, in f64: the definition.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        geo: &Geometry,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        wq: &[i8],
+        ws: &[f32],
+        bias: &[f32],
+        xs: f32,
+        xz: u8,
+        relu: bool,
+    ) -> Vec<f32> {
+        let (oh, ow) = geo.output_hw(h, w).unwrap();
+        let q =
+            |v: f32| ((v / xs).round_ties_even() + xz as f32).clamp(0.0, 255.0) as i64 - xz as i64;
+        let mut out = vec![0f32; n * geo.m * oh * ow];
+        for i in 0..n {
+            for m in 0..geo.m {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut s = 0i64;
+                        for c in 0..geo.c {
+                            for ky in 0..geo.kh {
+                                for kx in 0..geo.kw {
+                                    let iy = (oy * geo.sh + ky) as isize - geo.pads[0] as isize;
+                                    let ix = (ox * geo.sw + kx) as isize - geo.pads[1] as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                        continue;
+                                    }
+                                    let xv =
+                                        x[((i * geo.c + c) * h + iy as usize) * w + ix as usize];
+                                    let wv = wq[((m * geo.c + c) * geo.kh + ky) * geo.kw + kx];
+                                    s += q(xv) * wv as i64;
+                                }
+                            }
+                        }
+                        let v = (s as f64 * xs as f64 * ws[m] as f64 + bias[m] as f64) as f32;
+                        out[((i * geo.m + m) * oh + oy) * ow + ox] =
+                            if relu { v.max(0.0) } else { v };
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn check(geo: Geometry, n: usize, h: usize, w: usize, xz: u8, relu: bool, seed: u64) {
+        let mut s = seed;
+        let x: Vec<f32> = (0..n * geo.c * h * w)
+            .map(|_| (lcg(&mut s) % 2001) as f32 / 500.0 - 2.0)
+            .collect();
+        let wq: Vec<i8> = (0..geo.m * geo.c * geo.kh * geo.kw)
+            .map(|_| ((lcg(&mut s) % 255) as i32 - 127) as i8)
+            .collect();
+        let ws: Vec<f32> = (0..geo.m).map(|i| 0.001 + i as f32 * 1e-4).collect();
+        let bias: Vec<f32> = (0..geo.m).map(|i| i as f32 * 0.01 - 0.1).collect();
+        let xs = 4.0 / 255.0;
+        let conv = QConv::new(geo, &wq, &ws, Some(&bias), xs, xz, relu).unwrap();
+        let (oh, ow) = geo.output_hw(h, w).unwrap();
+        let want = reference(&geo, &x, n, h, w, &wq, &ws, &bias, xs, xz, relu);
+        let dots: [(&str, DotTile); 2] =
+            [("dispatched", dot_tile), ("portable", portable_dot_tile)];
+        for (name, dot) in dots {
+            let mut out = vec![f32::NAN; n * geo.m * oh * ow];
+            assert!(conv.run_with(&x, n, h, w, &mut out, dot));
+            for (i, (a, b)) in out.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                    "{name} {geo:?}: output {i}: {a} vs {b}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn matches_the_direct_convolution_on_every_shape_the_body_uses() {
+        let g = |c, m, k: usize, s, p| Geometry {
+            c,
+            m,
+            kh: k,
+            kw: k,
+            sh: s,
+            sw: s,
+            pads: [p; 4],
+        };
+        // Stem (3 channels: padded to 4), 3x3 same and strided, 1x1 downsample; channel
+        // counts that are not multiples of 32, pixel counts that are not multiples of 12.
+        check(g(3, 32, 7, 2, 3), 1, 23, 19, 128, true, 1);
+        check(g(16, 32, 3, 1, 1), 2, 9, 7, 0, true, 2);
+        check(g(16, 40, 3, 2, 1), 1, 9, 9, 17, false, 3);
+        check(g(32, 64, 1, 2, 0), 1, 8, 8, 0, false, 4);
+        check(g(5, 7, 3, 1, 0), 1, 5, 6, 255, false, 5);
+    }
+
+    #[test]
+    fn the_portable_and_vnni_tiles_agree_exactly() {
+        let k = 36;
+        let mut s = 9;
+        let rows: Vec<u8> = (0..NR * k).map(|_| lcg(&mut s) as u8).collect();
+        let w: Vec<i8> = (0..MB * k).map(|_| lcg(&mut s) as u8 as i8).collect();
+        let mut a = [[0; MB]; NR];
+        portable_dot_tile(&rows, &w, k, &mut a);
+        let mut b = [[0; MB]; NR];
+        dot_tile(&rows, &w, k, &mut b);
+        assert_eq!(a, b);
+        // Extremes: 255 · -128 summed over k saturates nothing in i32.
+        let rows = vec![255u8; NR * k];
+        let w = vec![-128i8; MB * k];
+        portable_dot_tile(&rows, &w, k, &mut a);
+        dot_tile(&rows, &w, k, &mut b);
+        assert_eq!(a, b);
+        assert_eq!(a[0][0], -255 * 128 * k as i32);
+    }
+
+    /// ONNX QuantizeLinear, written out: divide, round half to even, add, saturate.
+    fn onnx_quantize(x: f32, scale: f32, zero: u8) -> u8 {
+        ((x / scale).round_ties_even() + zero as f32).clamp(0.0, 255.0) as u8
+    }
+
+    #[test]
+    fn quantize_rounds_and_saturates_as_onnx_does() {
+        let scale = 0.5;
+        // Ties (x / scale = k + 0.5) go to the even neighbour, both signs; far values
+        // saturate; every zero point.
+        let mut xs: Vec<f32> = (-600..600).map(|i| i as f32 * 0.125).collect();
+        xs.extend([
+            1e9,
+            -1e9,
+            f32::MAX,
+            f32::MIN,
+            0.0,
+            -0.0,
+            1.25,
+            1.75,
+            -1.25,
+            -1.75,
+        ]);
+        for zero in [0u8, 1, 127, 128, 254, 255] {
+            let mut q = vec![0u8; xs.len()];
+            quantize(&xs, scale, zero, &mut q);
+            let mut f = vec![0f32; xs.len()];
+            fake_quantize(&xs, scale, zero, &mut f);
+            for ((&x, &q), &f) in xs.iter().zip(&q).zip(&f) {
+                let want = onnx_quantize(x, scale, zero);
+                assert_eq!(q, want, "x {x} zero {zero}");
+                assert_eq!(f, (want as f32 - zero as f32) * scale, "x {x} zero {zero}");
+            }
+        }
+        // Random values on an awkward scale, against the definition.
+        let mut s = 3;
+        let xs: Vec<f32> = (0..4099)
+            .map(|_| (lcg(&mut s) as f32 / u32::MAX as f32 - 0.5) * 7.0)
+            .collect();
+        let mut q = vec![0u8; xs.len()];
+        quantize(&xs, 0.0173, 97, &mut q);
+        for (&x, &q) in xs.iter().zip(&q) {
+            assert_eq!(q, onnx_quantize(x, 0.0173, 97), "x {x}");
+        }
+        // NaN has no defined code; it must not panic and lands on the zero point's floor.
+        let mut q = [9u8];
+        quantize(&[f32::NAN], 1.0, 10, &mut q);
+        assert_eq!(q[0], 0);
+    }
+
+    #[test]
+    fn interleave_pads_channels_with_the_zero_point() {
+        let (c, hw) = (3, 5);
+        let planes: Vec<u8> = (0..(c * hw) as u8).collect();
+        let mut nhwc = vec![0u8; hw * 4];
+        interleave(&planes, c, hw, 200, &mut nhwc);
+        for p in 0..hw {
+            assert_eq!(
+                nhwc[p * 4..p * 4 + 4],
+                [p as u8, (hw + p) as u8, (2 * hw + p) as u8, 200]
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_inconsistent_weights() {
+        let geo = Geometry {
+            c: 2,
+            m: 3,
+            kh: 1,
+            kw: 1,
+            sh: 1,
+            sw: 1,
+            pads: [0; 4],
+        };
+        assert!(matches!(
+            QConv::new(geo, &[0; 5], &[1.0; 3], None, 0.1, 0, false),
+            Err(PackError::WeightLen { got: 5, want: 6 })
+        ));
+        assert!(matches!(
+            QConv::new(geo, &[0; 6], &[1.0; 2], None, 0.1, 0, false),
+            Err(PackError::PerChannel { .. })
+        ));
+        assert!(QConv::new(geo, &[0; 6], &[1.0; 3], None, 0.0, 0, false).is_err());
+        let conv = QConv::new(geo, &[0; 6], &[1.0; 3], None, 0.1, 0, false).unwrap();
+        assert!(!conv.run(&[0.0; 7], 1, 2, 2, &mut [0.0; 12]));
+    }
+}
