@@ -2,6 +2,8 @@
 # fp32 against int8, side by side: file size, per-head validation metrics (Candle and
 # tract), latency p50 in tract and onnxruntime (batch 1, one thread, alternating rounds),
 # peak RSS of the edge runtime. Every int8 form is exported from the same checkpoint.
+# `int8-qdq` runs on the edge runtime's integer convolutions (the default); the row
+# `int8-qdq-tract` is the same file with `--int8-kernel tract` (tract's own handling).
 #
 #   scripts/int8-report.sh CHECKPOINT [CALIBRATION_DIR=../shared/datasets/utkface/UTKFace]
 #                          [ROUNDS=3] [METHOD=percentile] [COUNT=512]
@@ -27,26 +29,29 @@ for form in qdq qlinear; do
     --calibration "$CAL" --calibration-count "$COUNT" --calibration-method "$METHOD"
 done
 "$HT" export --checkpoint "$CK" --out "$OUT/int8-weights.onnx" --quantize int8 --quant-form weights
-MODELS="fp32 int8-qdq int8-qlinear int8-weights"
+MODELS="fp32 int8-qdq int8-qdq-tract int8-qlinear int8-weights"
+# The same file, run by tract's own int8 path.
+ln -s int8-qdq.onnx "$OUT/int8-qdq-tract.onnx"
+kernel() { case "$1" in *-tract) echo tract ;; *) echo edge ;; esac; }
 
 echo "== accuracy on the validation split of the checkpoint's run"
 for m in $MODELS; do
   "$HT" eval --model "$OUT/$m.onnx" --data "$CAL" --split val --json | tail -1 > "$OUT/$m.candle.json"
-  "$ER" eval --model "$OUT/$m.onnx" --data "$CAL" --split val --json | tail -1 > "$OUT/$m.tract.json" \
+  "$ER" eval --model "$OUT/$m.onnx" --int8-kernel "$(kernel $m)" --data "$CAL" --split val --json | tail -1 > "$OUT/$m.tract.json" \
     || echo '{"error": "edge-runtime eval failed"}' > "$OUT/$m.tract.json"
 done
 
 echo "== latency, batch 1, 1 thread, $ROUNDS alternating rounds"
 for r in $(seq "$ROUNDS"); do
   for m in $MODELS; do
-    "$ER" bench --model "$OUT/$m.onnx" --batch 1 --threads 1 >> "$OUT/$m.tract.bench" \
+    "$ER" bench --model "$OUT/$m.onnx" --int8-kernel "$(kernel $m)" --batch 1 --threads 1 >> "$OUT/$m.tract.bench" \
       || echo '{"p50_ms": null}' >> "$OUT/$m.tract.bench"
     "$VENV/bin/python" scripts/ort_bench.py "$OUT/$m.onnx" --batch 1 --threads 1 >> "$OUT/$m.ort.bench" \
       || echo '{"p50_ms": null}' >> "$OUT/$m.ort.bench"
   done
 done
 for m in $MODELS; do
-  /usr/bin/time -f "%M" -o "$OUT/$m.rss" "$ER" bench --model "$OUT/$m.onnx" --iters 50 >/dev/null || echo 0 > "$OUT/$m.rss"
+  /usr/bin/time -f "%M" -o "$OUT/$m.rss" "$ER" bench --model "$OUT/$m.onnx" --int8-kernel "$(kernel $m)" --iters 50 >/dev/null || echo 0 > "$OUT/$m.rss"
 done
 
 "$VENV/bin/python" - "$OUT" $MODELS <<'PY'

@@ -57,13 +57,17 @@ cargo build --locked -q -p models --no-default-features --features defmt --targe
 echo "== tests (x86_64)"
 HYDRANET_REQUIRE_BROWSER=1 cargo test --workspace --locked
 
-echo "== parity on aarch64 under qemu-aarch64 -cpu cortex-a72 (gnu, then musl)"
+echo "== parity on aarch64 under qemu-aarch64 -cpu cortex-a72 (gnu, then musl); int8 kernels (portable on arm64)"
 for libc in gnu musl; do
   log="$CARGO_TARGET_DIR/parity-aarch64-$libc.log"
   cargo test --locked --profile cross --no-default-features --target "aarch64-unknown-linux-$libc" -p edge-runtime \
-    --test fixture -- --nocapture >"$log" 2>&1 || { cat "$log"; exit 1; }
-  grep -E "vs tract|test result" "$log"
+    --test fixture --test int8_kernel -- --nocapture >"$log" 2>&1 || { cat "$log"; exit 1; }
+  grep -E "vs tract|fixture images|test result" "$log"
 done
+log="$CARGO_TARGET_DIR/qconv-aarch64.log"
+cargo test --locked --profile cross --no-default-features --target aarch64-unknown-linux-gnu -p edge-runtime \
+  --lib qconv >"$log" 2>&1 || { cat "$log"; exit 1; }
+grep -E "test result" "$log"
 
 echo "== boot test: the rpi4 bundle on an emulated arm64 board with a V4L2 camera (vivid)"
 BOOT=$(mktemp -d)

@@ -1,21 +1,37 @@
-//! Prints what tract makes of an ONNX file: the optimized plan's operators, counted.
-//! A diagnostic for the int8 forms (which ops stay float, which run on integers).
+//! Prints what tract makes of an ONNX file as the engine loads it: the optimized plan's
+//! operators, counted. A diagnostic for the int8 forms (which ops stay float, which run
+//! on integers; `tract` as the third argument shows tract's own int8 handling).
 //!
-//!   cargo run --release -p edge-runtime --example plan -- model.onnx [batch]
+//!   cargo run --release -p edge-runtime --example plan -- model.onnx [batch] [edge|tract]
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
+use edge_runtime::{engine::prepare, Int8Kernel, LoadOptions};
+use prost::Message;
 use tract_onnx::{
+    pb,
     prelude::*,
     tract_hir::{infer::Factoid, internal::DimLike},
 };
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let path = args.next().context("usage: plan MODEL.onnx [BATCH]")?;
+    let path = args
+        .next()
+        .context("usage: plan MODEL.onnx [BATCH] [edge|tract]")?;
     let batch: usize = args.next().map(|b| b.parse()).transpose()?.unwrap_or(1);
-    let model = tract_onnx::onnx()
-        .model_for_path(&path)
+    let int8_kernel = match args.next().as_deref() {
+        None | Some("edge") => Int8Kernel::Edge,
+        Some("tract") => Int8Kernel::Tract,
+        Some(other) => anyhow::bail!("unknown int8 kernel `{other}` (edge or tract)"),
+    };
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {path}"))?;
+    let mut proto =
+        pb::ModelProto::decode(bytes.as_slice()).with_context(|| format!("decoding {path}"))?;
+    let (onnx, fused) = prepare(&mut proto, LoadOptions { int8_kernel });
+    eprintln!("{fused:?}");
+    let model = onnx
+        .model_for_proto_model(&proto)
         .with_context(|| format!("loading {path}"))?;
     let fact = model.input_fact(0)?.clone();
     let shape: Vec<usize> = fact

@@ -56,6 +56,28 @@ fn dims_of(v: &pb::ValueInfoProto) -> Option<Vec<Option<i64>>> {
     )
 }
 
+/// What the engine does to a decoded file before tract parses it, and the tract ONNX
+/// front end that parses the result: int8 convolutions fused into the edge runtime's own
+/// op ([`crate::qconv`], unless `options` says otherwise), then constant
+/// `DequantizeLinear`s folded into float initialisers. Public for diagnostics (the `plan`
+/// example).
+pub fn prepare(
+    proto: &mut pb::ModelProto,
+    options: LoadOptions,
+) -> (tract_onnx::Onnx, crate::qconv::Fused) {
+    let mut fused = crate::qconv::Fused::default();
+    if let Some(g) = proto.graph.as_mut() {
+        // Before the constant folding below: the fused op wants the int8 weights.
+        if options.int8_kernel == Int8Kernel::Edge {
+            fused = crate::qconv::fuse_qdq(g);
+        }
+        crate::dequant::fold_constant_dequantization(g);
+    }
+    let mut onnx = tract_onnx::onnx();
+    crate::qconv::register(&mut onnx.op_register);
+    (onnx, fused)
+}
+
 fn decode_proto(bytes: &[u8], path: &Path) -> Result<pb::ModelProto> {
     pb::ModelProto::decode(bytes).map_err(|e| Error::NotOnnx {
         path: path.into(),
@@ -102,14 +124,7 @@ impl Engine {
         options: LoadOptions,
     ) -> Result<Self> {
         let batch = batch.max(1);
-        let mut fused = crate::qconv::Fused::default();
-        if let Some(g) = proto.graph.as_mut() {
-            // Before the constant folding below: the fused op wants the int8 weights.
-            if options.int8_kernel == Int8Kernel::Edge {
-                fused = crate::qconv::fuse_qdq(g);
-            }
-            crate::dequant::fold_constant_dequantization(g);
-        }
+        let (onnx, fused) = prepare(&mut proto, options);
         let graph = proto
             .graph
             .as_ref()
@@ -187,8 +202,6 @@ impl Engine {
             path: path.into(),
             reason: format!("{e:#}"),
         };
-        let mut onnx = tract_onnx::onnx();
-        crate::qconv::register(&mut onnx.op_register);
         let model = onnx.model_for_proto_model(&proto).map_err(tract_err)?;
         drop(proto);
         let plan = model
