@@ -137,11 +137,12 @@ pub fn fold_constant_dequantization(graph: &mut GraphProto) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tract_onnx::pb::{AttributeProto, NodeProto};
 
-    fn init(name: &str, dt: DataType, dims: &[i64], raw: Vec<u8>) -> TensorProto {
+    /// An initialiser from raw little-endian bytes (shared with the qconv rewrite's tests).
+    pub(crate) fn init(name: &str, dt: DataType, dims: &[i64], raw: Vec<u8>) -> TensorProto {
         TensorProto {
             name: name.into(),
             data_type: dt as i32,

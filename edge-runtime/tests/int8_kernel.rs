@@ -4,23 +4,16 @@
 //! instead of the AVX-512 VNNI one.
 use std::path::Path;
 
-use edge_runtime::{Engine, Int8Kernel, LoadOptions};
-use hydranet_fixture::Fixture;
-use models::decode::{decode, HeadOutput};
+use std::collections::BTreeMap;
 
-fn labels(e: &Engine, raw: &[Vec<f32>]) -> Vec<String> {
+use edge_runtime::{Engine, Int8Kernel, LoadOptions};
+use hydranet_fixture::{case_outputs, Fixture};
+use models::decode::decode;
+
+fn labels(e: &Engine, raw: &[Vec<f32>]) -> BTreeMap<String, String> {
     let rows: Vec<&[f32]> = raw.iter().map(Vec::as_slice).collect();
-    decode(&e.contract().heads, &rows)
-        .unwrap()
-        .heads
-        .into_iter()
-        .filter_map(|(n, o)| match o {
-            HeadOutput::Binary { label, .. } | HeadOutput::Multiclass { label, .. } => {
-                Some(format!("{n}={label}"))
-            }
-            _ => None,
-        })
-        .collect()
+    let c = e.contract();
+    case_outputs(c, raw, &decode(&c.heads, &rows).unwrap()).1
 }
 
 #[test]

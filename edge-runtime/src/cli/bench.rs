@@ -2,10 +2,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Instant};
 
 use anyhow::Result;
-use edge_runtime::{
-    stats::{peak_rss_bytes, quantile},
-    Engine, Int8Kernel, LoadOptions,
-};
+use edge_runtime::stats::{peak_rss_bytes, quantile};
 use serde_json::json;
 
 /// Arguments of `bench`.
@@ -26,21 +23,14 @@ pub struct Args {
     /// Timed runs.
     #[arg(long, default_value_t = 200)]
     iters: usize,
-    /// Who runs an int8 file's convolutions (for side-by-side measurements).
-    #[arg(long, value_enum, default_value_t = Int8Kernel::Edge)]
-    int8_kernel: Int8Kernel,
+    #[command(flatten)]
+    int8: super::Int8KernelArg,
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
     super::set_threads(a.threads)?;
     let t_load = Instant::now();
-    let engine = Engine::load_with(
-        &a.model,
-        a.batch,
-        LoadOptions {
-            int8_kernel: a.int8_kernel,
-        },
-    )?;
+    let engine = a.int8.load(&a.model, a.batch)?;
     let load_s = t_load.elapsed().as_secs_f64();
     let n = engine.batch() * engine.contract().preprocess.input_len();
     // A fixed, non-trivial input (a sine pattern): no RNG crate needed for a benchmark.
@@ -64,7 +54,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         "model_bytes": size,
         "batch": a.batch,
         "threads": a.threads,
-        "int8_kernel": format!("{:?}", a.int8_kernel).to_lowercase(),
+        "int8_kernel": format!("{:?}", a.int8.kernel()).to_lowercase(),
         "int8_convolutions": engine.fused().convolutions,
         "iters": lat.len(),
         "p50_ms": quantile(&lat, 0.5),

@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{Context, Result};
-use edge_runtime::{Engine, Int8Kernel, LoadOptions};
+
 use models::{
     dataset::{load_image, scan_source, split},
     metrics::Evaluator,
@@ -43,9 +43,8 @@ pub struct Args {
     /// tract threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// Who runs an int8 file's convolutions (for side-by-side measurements).
-    #[arg(long, value_enum, default_value_t = Int8Kernel::Edge)]
-    int8_kernel: Int8Kernel,
+    #[command(flatten)]
+    int8: super::Int8KernelArg,
     /// Print one JSON object (the last line) instead of tables.
     #[arg(long)]
     json: bool,
@@ -53,13 +52,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     super::set_threads(a.threads)?;
-    let engine = Engine::load_with(
-        &a.model,
-        a.batch,
-        LoadOptions {
-            int8_kernel: a.int8_kernel,
-        },
-    )?;
+    let engine = a.int8.load(&a.model, a.batch)?;
     let heads = engine.contract().heads.clone();
     anyhow::ensure!(
         a.data.exists(),

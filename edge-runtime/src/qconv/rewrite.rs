@@ -299,16 +299,7 @@ fn prune(graph: &mut GraphProto) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn init(name: &str, dt: DataType, dims: &[i64], raw: Vec<u8>) -> TensorProto {
-        TensorProto {
-            name: name.into(),
-            data_type: dt as i32,
-            dims: dims.to_vec(),
-            raw_data: raw,
-            ..Default::default()
-        }
-    }
+    use crate::dequant::tests::init;
 
     fn node(op: &str, inputs: &[&str], output: &str, attribute: Vec<AttributeProto>) -> NodeProto {
         NodeProto {
