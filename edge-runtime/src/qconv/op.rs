@@ -238,7 +238,9 @@ impl EvalOp for QConvOp {
         let (oh, ow) = g
             .output_hw(h, w)
             .with_context(|| format!("{OP_TYPE}: kernel larger than {h}x{w}"))?;
-        let mut out = Tensor::zero::<f32>(&[n, g.m, oh, ow])?;
+        // SAFETY: `run` writes every output element (every channel of every pixel) or
+        // returns false, and then the tensor is dropped unread.
+        let mut out = unsafe { Tensor::uninitialized::<f32>(&[n, g.m, oh, ow])? };
         let ok = self.0.run(
             x.try_as_plain_ram()?.as_slice::<f32>()?,
             n,
