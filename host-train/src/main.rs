@@ -33,6 +33,9 @@ enum Command {
     Export(cli::export::Args),
     /// Train one head (existing or new) on a frozen body; the rest stays bit-identical.
     Finetune(cli::finetune::Args),
+    /// Average the weights of several checkpoints of one model (SWA, model soups) and
+    /// recompute the BatchNorm statistics.
+    Average(cli::average::Args),
     /// Model-card material: training curves, confusion matrices, scatter (PNG), fairness
     /// table and goal checks (markdown, JSON).
     Report(cli::report::Args),
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Command::Export(a) => cli::export::run(a),
         Command::Finetune(a) => cli::finetune::run(a),
         Command::Report(a) => cli::report::run(a),
+        Command::Average(a) => cli::average::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,4 +1,5 @@
 //! One file per subcommand: its arguments and its handler.
+pub mod average;
 pub mod bench;
 pub mod eval;
 pub mod export;

@@ -98,9 +98,13 @@ pub struct Args {
     /// Also log every step's losses and learning rate to OUT/log.jsonl (`"event": "step"`).
     #[arg(long)]
     log_steps: bool,
+    /// Also keep every epoch's checkpoint as OUT/epoch-NNN.safetensors, for
+    /// `host-train average` (weight averaging along the run).
+    #[arg(long)]
+    keep_epochs: bool,
     /// Continue a run from a checkpoint (default: OUT/last.safetensors). The run's saved
     /// configuration is used; other training flags are ignored, except those that say how
-    /// to run rather than what: --device, --kernels, --max-steps, --log-steps.
+    /// to run rather than what: --device, --kernels, --max-steps, --log-steps, --keep-epochs.
     // Option<Option<_>>: a bare `--resume` is Some(None). (An empty default value, as
     // before, is refused by clap's path parser, so the bare flag did not parse.)
     #[arg(long, num_args = 0..=1, value_name = "CHECKPOINT")]
@@ -228,6 +232,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     )?;
     trainer.max_steps = a.max_steps;
     trainer.log_steps = a.log_steps;
+    trainer.keep_epochs = a.keep_epochs;
     println!(
         "training {} ({} parameters) on {}: {} epochs of {} steps, batch {}",
         backbone,

@@ -9,7 +9,7 @@
 use std::{fmt, str::FromStr};
 
 use candle_core::{Module, ModuleT, Result, Tensor, Var};
-use candle_nn::{batch_norm, BatchNorm, VarBuilder};
+use candle_nn::{batch_norm, BatchNorm, BatchNormConfig, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::tap::Tap;
@@ -135,6 +135,10 @@ impl Module for Conv {
     }
 }
 
+/// Weight of each batch in a BatchNorm running statistic (candle's and PyTorch's
+/// default); [`crate::train::average`] reads batch statistics back through it.
+pub const BN_MOMENTUM: f64 = 0.1;
+
 /// BatchNorm with running statistics (`candle_nn::BatchNorm`'s variables and eval path);
 /// training mode runs the fused kernel on CPU when the run asks for fast kernels.
 struct Norm {
@@ -149,7 +153,16 @@ fn bn(c: usize, kernels: Kernels, relu: bool, vb: VarBuilder) -> Result<Norm> {
         true => format!("{}.relu", vb.prefix()),
         false => vb.prefix(),
     };
-    let bn = batch_norm(c, 1e-5, vb)?;
+    let bn = batch_norm(
+        c,
+        BatchNormConfig {
+            eps: 1e-5,
+            remove_mean: true,
+            affine: true,
+            momentum: BN_MOMENTUM,
+        },
+        vb,
+    )?;
     let running = match kernels {
         Kernels::Fast => Some((
             Var::from_tensor(bn.running_mean())?,

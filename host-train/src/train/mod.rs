@@ -1,5 +1,6 @@
 //! Everything about training that is not the model: losses, optimisers, schedules,
 //! checkpoints, the run configuration and the loop itself.
+pub mod average;
 pub mod checkpoint;
 pub mod config;
 pub mod evaluate;

@@ -191,6 +191,7 @@ pub fn build_trainer<'a>(
         verbose: true,
         max_steps: None,
         log_steps: false,
+        keep_epochs: false,
         history: Vec::new(),
     })
 }

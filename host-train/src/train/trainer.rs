@@ -90,6 +90,9 @@ pub struct Trainer<'a> {
     pub max_steps: Option<u64>,
     /// Also log every step's losses and learning rate to `log.jsonl` (`"event": "step"`).
     pub log_steps: bool,
+    /// Also keep each epoch's checkpoint as `epoch-NNN.safetensors` (weight averaging,
+    /// `host-train average`, needs the points along the trajectory, not just best/last).
+    pub keep_epochs: bool,
     /// Every epoch's stats, for callers and tests.
     pub history: Vec<(EpochStats, Option<EvalResult>)>,
 }
@@ -277,6 +280,16 @@ impl Trainer<'_> {
                 _ => false,
             };
             self.save(best)?;
+            if self.keep_epochs {
+                checkpoint::save(
+                    &[&self.path(&format!("epoch-{:03}.safetensors", epoch + 1))],
+                    &self.contract,
+                    &self.config,
+                    &self.state,
+                    &self.varmap,
+                    &self.optim.state(),
+                )?;
+            }
             let record = json!({
                 "epoch": stats.epoch,
                 "train_loss": stats.train_loss,

@@ -1,0 +1,218 @@
+//! Weight averaging: `train --keep-epochs` keeps the trajectory, `average` takes the
+//! element-wise mean and recomputes BatchNorm statistics that match the averaged weights.
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{atomic::AtomicBool, Arc},
+};
+
+use candle_core::{Device, Tensor};
+use common::{host_train, tiny_config};
+use host_train::{
+    data::{AugmentConfig, Batcher},
+    net::BackboneConfig,
+    train::{
+        average::{average, average_checkpoints},
+        checkpoint,
+        setup::{build_trainer, contract_for, load_for_inference, prepare_data},
+        TrainConfig,
+    },
+};
+
+/// A two-epoch run on synthetic faces that keeps each epoch's checkpoint.
+fn run_keeping_epochs(data: &Path, out: &Path, input_size: u32) -> TrainConfig {
+    let mut config = tiny_config(data, out);
+    config.input_size = input_size;
+    let backbone: BackboneConfig = config.backbone.parse().unwrap();
+    let contract = contract_for(&config, &backbone);
+    let prepared = prepare_data(&config, &contract).unwrap();
+    let mut t = build_trainer(
+        config.clone(),
+        contract,
+        &prepared,
+        None,
+        Device::Cpu,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap();
+    t.verbose = false;
+    t.keep_epochs = true;
+    t.run().unwrap();
+    config
+}
+
+fn epoch_file(out: &Path, epoch: usize) -> PathBuf {
+    out.join(format!("epoch-{epoch:03}.safetensors"))
+}
+
+fn outputs(path: &Path, x: &Tensor, train: bool) -> Vec<Vec<f32>> {
+    let (net, _vm, _ck) = load_for_inference(path, &Device::Cpu).unwrap();
+    net.forward_t(x, train)
+        .unwrap()
+        .iter()
+        .map(|o| o.flatten_all().unwrap().to_vec1().unwrap())
+        .collect()
+}
+
+fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn keep_epochs_saves_every_epoch_and_the_mean_is_element_wise() {
+    let data = tempfile::tempdir().unwrap();
+    host_train::synth::generate(data.path(), 80, 40, 11).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    run_keeping_epochs(data.path(), out.path(), 32);
+    let (e1, e2) = (epoch_file(out.path(), 1), epoch_file(out.path(), 2));
+    assert!(e1.is_file() && e2.is_file());
+    // The last epoch's kept file holds the run's last checkpoint.
+    let last = checkpoint::load(&out.path().join("last.safetensors"), &Device::Cpu).unwrap();
+    let kept = checkpoint::load(&e2, &Device::Cpu).unwrap();
+    assert_eq!(kept.state, last.state);
+    assert_eq!(kept.tensors.len(), last.tensors.len());
+    for (name, t) in &last.tensors {
+        let a: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = kept.tensors[name].flatten_all().unwrap().to_vec1().unwrap();
+        assert!(a == b, "`{name}` differs between last and epoch-002");
+    }
+
+    let mean = average(&[&e1, &e2], &Device::Cpu).unwrap();
+    let a = checkpoint::load(&e1, &Device::Cpu).unwrap();
+    let b = checkpoint::load(&e2, &Device::Cpu).unwrap();
+    assert!(mean.tensors.keys().all(|n| !n.starts_with("optim.")));
+    let model_tensors = a
+        .tensors
+        .keys()
+        .filter(|n| !n.starts_with("optim."))
+        .count();
+    assert_eq!(mean.tensors.len(), model_tensors);
+    let mut moved = 0;
+    for (name, m) in &mean.tensors {
+        let m: Vec<f32> = m.flatten_all().unwrap().to_vec1().unwrap();
+        let x: Vec<f32> = a.tensors[name].flatten_all().unwrap().to_vec1().unwrap();
+        let y: Vec<f32> = b.tensors[name].flatten_all().unwrap().to_vec1().unwrap();
+        for ((m, x), y) in m.iter().zip(&x).zip(&y) {
+            let want = ((*x as f64 + *y as f64) / 2.0) as f32;
+            assert_eq!(*m, want, "`{name}`");
+        }
+        moved += usize::from(x != y);
+    }
+    assert!(
+        moved > 10,
+        "the two epochs should differ ({moved} tensors moved)"
+    );
+}
+
+#[test]
+fn recomputed_batch_norm_matches_the_batch_statistics_of_the_averaged_weights() {
+    let data = tempfile::tempdir().unwrap();
+    host_train::synth::generate(data.path(), 80, 40, 12).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let config = run_keeping_epochs(data.path(), out.path(), 32);
+    let (e1, e2) = (epoch_file(out.path(), 1), epoch_file(out.path(), 2));
+
+    // The training split as one batch: after the recomputation, inference mode on it must
+    // give what training mode (the batch's own statistics) gives.
+    let backbone: BackboneConfig = config.backbone.parse().unwrap();
+    let contract = contract_for(&config, &backbone);
+    let prepared = prepare_data(&config, &contract).unwrap();
+    let n = prepared.train.len();
+    let batch = Batcher::new(&prepared.train, &contract.heads, AugmentConfig::NONE, 0)
+        .batch(&(0..n).collect::<Vec<_>>(), 0, false, &Device::Cpu)
+        .unwrap();
+
+    let recomputed = out.path().join("swa.safetensors");
+    let summary =
+        average_checkpoints(&[&e1, &e2], &recomputed, None, false, n, &Device::Cpu).unwrap();
+    assert_eq!(summary.sources, 2);
+    assert_eq!(summary.batch_norm_images, Some(n));
+    let kept = out.path().join("kept.safetensors");
+    average_checkpoints(&[&e1, &e2], &kept, None, true, n, &Device::Cpu).unwrap();
+
+    let train_mode = outputs(&recomputed, &batch.input, true);
+    let gap_recomputed = max_abs_diff(&outputs(&recomputed, &batch.input, false), &train_mode);
+    let gap_kept = max_abs_diff(&outputs(&kept, &batch.input, false), &train_mode);
+    // Not zero: running variances are unbiased, the batch normalisation is not.
+    assert!(
+        gap_recomputed < 0.05,
+        "inference vs batch statistics: {gap_recomputed}"
+    );
+    assert!(
+        gap_kept > 2.0 * gap_recomputed,
+        "averaged statistics ({gap_kept}) should be further off than recomputed ({gap_recomputed})"
+    );
+
+    let ck = checkpoint::load(&recomputed, &Device::Cpu).unwrap();
+    assert!(ck.tensors.keys().all(|n| !n.starts_with("optim.")));
+    let from = &ck.contract.training["averaged_from"];
+    assert!(
+        from.contains("epoch-001") && from.contains("epoch-002"),
+        "{from}"
+    );
+    assert!(ck.contract.training["batch_norm"].starts_with(&format!("recomputed on {n} ")));
+}
+
+#[test]
+fn the_mean_of_one_checkpoint_twice_is_that_checkpoint() {
+    let data = tempfile::tempdir().unwrap();
+    host_train::synth::generate(data.path(), 80, 40, 13).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    run_keeping_epochs(data.path(), out.path(), 32);
+    let e2 = epoch_file(out.path(), 2);
+    let twice = out.path().join("twice.safetensors");
+    let (ok, stdout, stderr) = host_train(&[
+        "average",
+        "--keep-batch-norm",
+        "--out",
+        twice.to_str().unwrap(),
+        e2.to_str().unwrap(),
+        e2.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("mean of 2 checkpoints"), "{stdout}");
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &Device::Cpu).unwrap();
+    assert_eq!(outputs(&twice, &x, false), outputs(&e2, &x, false));
+}
+
+#[test]
+fn checkpoints_of_different_models_are_refused_naming_the_file() {
+    let data = tempfile::tempdir().unwrap();
+    host_train::synth::generate(data.path(), 80, 40, 14).unwrap();
+    let (small, large) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    run_keeping_epochs(data.path(), small.path(), 32);
+    run_keeping_epochs(data.path(), large.path(), 40);
+    let other = epoch_file(large.path(), 1);
+    let err = average(&[&epoch_file(small.path(), 1), &other], &Device::Cpu)
+        .err()
+        .expect("different input sizes must not average");
+    let msg = err.to_string();
+    assert!(msg.contains(&other.display().to_string()), "{msg}");
+    assert!(msg.contains("40x40"), "{msg}");
+
+    let out = small.path().join("x.safetensors");
+    let (ok, _, stderr) = host_train(&[
+        "average",
+        "--out",
+        out.to_str().unwrap(),
+        epoch_file(small.path(), 1).to_str().unwrap(),
+    ]);
+    assert!(!ok, "one checkpoint is not an average");
+    assert!(stderr.contains("CHECKPOINT"), "{stderr}");
+    let missing = small.path().join("missing.safetensors");
+    let (ok, _, stderr) = host_train(&[
+        "average",
+        "--out",
+        out.to_str().unwrap(),
+        epoch_file(small.path(), 1).to_str().unwrap(),
+        missing.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("missing.safetensors"), "{stderr}");
+    assert!(!out.exists(), "nothing is written on failure");
+}
