@@ -6,6 +6,8 @@
 #   scripts/ship-model.sh RUN_DIR [OUT_DIR]      (OUT_DIR default: models/utkface)
 #
 # HYDRANET_TEST_TIME_FLIP=1 exports both files with the test-time flip in the graph.
+# HYDRANET_CHECKPOINT=FILE ships that checkpoint instead of RUN_DIR/best.safetensors (e.g.
+# `host-train average`'s output); RUN_DIR still gives the training curves.
 #
 # The model card (OUT_DIR/MODEL_CARD.md) is written by hand from what this prints and
 # leaves in OUT_DIR/reports.
@@ -18,7 +20,8 @@ data=${HYDRANET_UTKFACE:-../shared/datasets/utkface/UTKFace}
 name=${HYDRANET_MODEL_NAME:-hydranet-utkface}
 bin=${CARGO_TARGET_DIR:-target}/release
 
-[ -f "$run/best.safetensors" ] || { echo "no $run/best.safetensors" >&2; exit 2; }
+checkpoint=${HYDRANET_CHECKPOINT:-$run/best.safetensors}
+[ -f "$checkpoint" ] || { echo "no checkpoint $checkpoint" >&2; exit 2; }
 [ -d "$data" ] || { echo "no UTKFace folder at $data (set HYDRANET_UTKFACE)" >&2; exit 2; }
 
 # HYDRANET_NO_BUILD=1 uses the binaries already in $bin.
@@ -29,10 +32,10 @@ flip=()
 fp32="$out/$name.onnx"
 int8="$out/$name-int8.onnx"
 
-"$bin/host-train" export --checkpoint "$run/best.safetensors" --out "$fp32" "${flip[@]}"
+"$bin/host-train" export --checkpoint "$checkpoint" --out "$fp32" "${flip[@]}"
 # Calibration images come from the run's training split (the export leaves out the
 # validation files by name).
-"$bin/host-train" export --checkpoint "$run/best.safetensors" --out "$int8" \
+"$bin/host-train" export --checkpoint "$checkpoint" --out "$int8" \
     --quantize int8 --calibration "$data" --calibration-count 512 "${flip[@]}"
 
 for f in "$fp32" "$int8"; do
