@@ -50,7 +50,7 @@ fn integer_convolutions_answer_like_tracts_own_int8() {
     // Exact int32 sums against tract's float sums of the same codes: they differ by float
     // rounding, and where an activation lands on the other side of a rounding boundary it
     // moves by one code. The smallest quantization step of any output of this file (one
-    // code of every hidden unit of a head, `scale(heads.<h>.relu) · Σ|W2|`) is 0.106
+    // code of every hidden unit of a head, `scale(heads.<h>.relu) · Σ|W2|`) is 0.110
     // (age, in units of 20 years); the two must stay within half of it.
-    assert!(worst < 0.053, "worst raw difference {worst}");
+    assert!(worst < 0.054, "worst raw difference {worst}");
 }
