@@ -11,18 +11,16 @@
 use std::{collections::HashMap, path::Path};
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::VarMap;
 use models::HeadSpec;
 
 use super::{
     checkpoint::{self, Checkpoint},
-    loss::is_loss_var,
-    setup::prepare_data,
+    setup::{inference_net, prepare_data},
 };
 use crate::{
     data::{batch::epoch_order, AugmentConfig, Batcher, ImageCache},
-    kernels::Kernels,
-    net::{BackboneConfig, HydraNet, BN_MOMENTUM},
+    net::{HydraNet, BN_MOMENTUM},
     Error, Result,
 };
 
@@ -127,7 +125,8 @@ pub fn recompute_batch_norm(
     batch: usize,
     device: &Device,
 ) -> Result<usize> {
-    let batches = images.len() / batch.max(2);
+    let batch = batch.max(2);
+    let batches = images.len() / batch;
     if batches == 0 {
         return Err(Error::Config(format!(
             "{} images: fewer than one batch of {batch} to recompute BatchNorm statistics",
@@ -139,13 +138,10 @@ pub fn recompute_batch_norm(
             .data()
             .lock()
             .map_err(|_| Error::Config("var map lock poisoned".into()))?;
-        let mut v: Vec<_> = data
-            .iter()
+        data.iter()
             .filter(|(n, _)| is_running_stat(n))
             .map(|(n, v)| (n.clone(), v.clone()))
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
+            .collect()
     };
     if stats.is_empty() {
         return Err(Error::Config(
@@ -158,7 +154,7 @@ pub fn recompute_batch_norm(
         .collect::<candle_core::Result<_>>()?;
     let batcher = Batcher::new(images, heads, AugmentConfig::NONE, 0);
     let order = epoch_order(images.len(), 0, 0);
-    for chunk in order.chunks_exact(batch.max(2)).take(batches) {
+    for chunk in order.chunks_exact(batch) {
         for (_, v) in &stats {
             v.set(&v.as_tensor().zeros_like()?)?;
         }
@@ -171,7 +167,7 @@ pub fn recompute_batch_norm(
     for (sum, (_, v)) in sums.iter().zip(&stats) {
         v.set(&(sum / (BN_MOMENTUM * batches as f64))?)?;
     }
-    Ok(batches * batch.max(2))
+    Ok(batches * batch)
 }
 
 /// What [`average_checkpoints`] wrote.
@@ -198,16 +194,8 @@ pub fn average_checkpoints(
     device: &Device,
 ) -> Result<AverageSummary> {
     let mut ck = average(paths, device)?;
-    let backbone: BackboneConfig = ck.contract.architecture.parse().map_err(Error::Config)?;
-    let varmap = VarMap::new();
-    let net = HydraNet::new(
-        &backbone,
-        &ck.contract.heads,
-        Kernels::Fast,
-        VarBuilder::from_varmap(&varmap, DType::F32, device),
-    )?;
     let first = paths.first().copied().unwrap_or(Path::new(""));
-    checkpoint::apply_weights(&varmap, &ck.tensors, first, is_loss_var)?;
+    let (net, varmap) = inference_net(&ck, first, device)?;
     let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     ck.contract
         .training

@@ -202,12 +202,23 @@ pub fn load_for_inference(
     device: &Device,
 ) -> Result<(HydraNet, VarMap, checkpoint::Checkpoint)> {
     let ck = checkpoint::load(path, device)?;
+    let (net, varmap) = inference_net(&ck, path, device)?;
+    Ok((net, varmap, ck))
+}
+
+/// The network of a loaded (or edited, e.g. averaged) checkpoint, its weights applied;
+/// `source` names it in errors.
+pub fn inference_net(
+    ck: &checkpoint::Checkpoint,
+    source: &Path,
+    device: &Device,
+) -> Result<(HydraNet, VarMap)> {
     let backbone: BackboneConfig =
         ck.contract
             .architecture
             .parse()
             .map_err(|e| Error::Checkpoint {
-                path: path.into(),
+                path: source.into(),
                 reason: e,
             })?;
     let varmap = VarMap::new();
@@ -217,6 +228,6 @@ pub fn load_for_inference(
         Kernels::Fast,
         VarBuilder::from_varmap(&varmap, DType::F32, device),
     )?;
-    checkpoint::apply_weights(&varmap, &ck.tensors, path, is_loss_var)?;
-    Ok((net, varmap, ck))
+    checkpoint::apply_weights(&varmap, &ck.tensors, source, is_loss_var)?;
+    Ok((net, varmap))
 }

@@ -107,15 +107,20 @@ impl Trainer<'_> {
         self.config.out.join(name)
     }
 
-    /// Saves `last.safetensors` (and `best.safetensors` when `best`).
-    pub fn save(&self, best: bool) -> Result<()> {
+    /// Saves `last.safetensors`, and `best.safetensors` when `best`, and the epoch's
+    /// `epoch-NNN.safetensors` when `epoch_end` and [`Trainer::keep_epochs`] (one
+    /// serialisation for all of them).
+    pub fn save(&self, best: bool, epoch_end: bool) -> Result<()> {
         let last = self.path("last.safetensors");
         let best_path = self.path("best.safetensors");
-        let paths: Vec<&Path> = if best {
-            vec![&last, &best_path]
-        } else {
-            vec![&last]
-        };
+        let epoch_path = self.path(&format!("epoch-{:03}.safetensors", self.state.epoch));
+        let mut paths: Vec<&Path> = vec![&last];
+        if best {
+            paths.push(&best_path);
+        }
+        if epoch_end && self.keep_epochs {
+            paths.push(&epoch_path);
+        }
         checkpoint::save(
             &paths,
             &self.contract,
@@ -231,7 +236,7 @@ impl Trainer<'_> {
                 bar.inc(1);
                 if self.stop.load(Ordering::SeqCst) && step + 1 < steps {
                     bar.abandon();
-                    self.save(false)?;
+                    self.save(false, false)?;
                     self.log(
                         json!({"event": "interrupted", "epoch": epoch + 1, "step": step + 1}),
                     )?;
@@ -239,7 +244,7 @@ impl Trainer<'_> {
                 }
                 if at_limit && step + 1 < steps {
                     bar.abandon();
-                    self.save(false)?;
+                    self.save(false, false)?;
                     self.log(json!({"event": "max_steps", "epoch": epoch + 1, "step": step + 1, "global_step": self.state.global_step}))?;
                     return Ok(Outcome::StepLimit);
                 }
@@ -279,17 +284,7 @@ impl Trainer<'_> {
                 None => true,
                 _ => false,
             };
-            self.save(best)?;
-            if self.keep_epochs {
-                checkpoint::save(
-                    &[&self.path(&format!("epoch-{:03}.safetensors", epoch + 1))],
-                    &self.contract,
-                    &self.config,
-                    &self.state,
-                    &self.varmap,
-                    &self.optim.state(),
-                )?;
-            }
+            self.save(best, true)?;
             let record = json!({
                 "epoch": stats.epoch,
                 "train_loss": stats.train_loss,
