@@ -3,10 +3,12 @@
 # train a small HydraNet on it, evaluate the best checkpoint, export it to ONNX and score the
 # whole synthetic set with the edge runtime (tract).
 # Real results need UTKFace: see README.md ("Real data").
+# Installs what the build needs first (scripts/setup.sh build: Debian's libclang-dev + clang).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-runs/quickstart}
 DATA=${DATA:-runs/synth-faces}
+scripts/setup.sh build
 cargo build --release --locked -p host-train -p edge-runtime
 BIN=${CARGO_TARGET_DIR:-target}/release/host-train
 EDGE=${CARGO_TARGET_DIR:-target}/release/edge-runtime

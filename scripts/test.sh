@@ -18,16 +18,10 @@ for arg in "$@"; do
 done
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
-echo "== toolchain"
-if ! command -v cargo >/dev/null; then
-  echo "cargo not found: install Rust with rustup first" >&2
-  exit 1
-fi
-rustup component add rustfmt clippy >/dev/null 2>&1 || true
+echo "== setup: Debian packages, rustup components and targets, Python venv (scripts/setup.sh test)"
+scripts/setup.sh test
 cargo --version
-
-echo "== python judge (onnx, onnxruntime) for the parity tests"
-. scripts/judge-venv.sh
+. scripts/judge-venv.sh >/dev/null
 
 echo "== format"
 cargo fmt --all -- --check
@@ -35,23 +29,7 @@ cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "== Debian packages (aarch64 cross gcc, QEMU, Chromium for the kiosk test) and rustup targets"
-PKGS=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross linux-libc-dev-arm64-cross qemu-user
-  qemu-system-arm libclang-dev clang cpio binutils chromium chromium-driver)
-missing=()
-for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  SUDO=""
-  [[ $(id -u) == 0 ]] || SUDO=sudo
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-rustup target add aarch64-unknown-linux-gnu aarch64-unknown-linux-musl >/dev/null
-
 echo "== models: the no_std core (contract, decoding, smoothing, defmt) for a microcontroller"
-rustup target add thumbv7em-none-eabihf >/dev/null
 cargo build --locked -q -p models --no-default-features --features defmt --target thumbv7em-none-eabihf
 
 echo "== tests (x86_64)"
