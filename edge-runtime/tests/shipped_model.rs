@@ -86,3 +86,51 @@ fn shipped_fp32_and_int8_agree_and_read_real_faces() {
         age_gap / n as f32
     );
 }
+
+/// Where a value names a file by an absolute path (`/root/runs/...`, `C:\...`, `~/...`):
+/// such a name says nothing on another machine and leaks the build machine's folders.
+fn absolute_path_in(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    value.char_indices().find_map(|(i, _)| {
+        let starts_token = i == 0 || b" \t\"',:=([{".contains(&bytes[i - 1]);
+        let rest = &value[i..];
+        let unix = rest.starts_with('/') && rest[1..].starts_with(|c: char| c.is_alphanumeric());
+        let home = rest.starts_with("~/");
+        let windows = rest.as_bytes().first().is_some_and(u8::is_ascii_alphabetic)
+            && (rest[1..].starts_with(":\\") || rest[1..].starts_with(":/"));
+        (starts_token && (unix || home || windows)).then(|| rest.chars().take(60).collect())
+    })
+}
+
+#[test]
+fn the_path_finder_sees_absolute_paths_and_nothing_else() {
+    assert!(
+        absolute_path_in(r#"{"averaged_from":"/root/runs/a/epoch-003.safetensors"}"#).is_some()
+    );
+    assert!(absolute_path_in("a/x.safetensors, /home/u/b.safetensors").is_some());
+    assert!(absolute_path_in(r#"{"data":"C:\\faces"}"#).is_some());
+    assert!(absolute_path_in("~/runs/x").is_some());
+    assert!(absolute_path_in(r#"{"data":"../shared/datasets/utkface/UTKFace"}"#).is_none());
+    assert!(absolute_path_in("r10w05-112-swa/epoch-003.safetensors, fp32/int8, 1/255").is_none());
+}
+
+#[test]
+fn shipped_files_name_no_path_of_the_machine_that_built_them() {
+    use prost::Message;
+    for name in ["hydranet-utkface.onnx", "hydranet-utkface-int8.onnx"] {
+        let path = shipped(name);
+        let bytes = std::fs::read(&path).unwrap();
+        let proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
+        let ours: Vec<_> = proto
+            .metadata_props
+            .iter()
+            .filter(|e| e.key.starts_with("hydranet."))
+            .collect();
+        assert!(ours.len() >= 5, "{name}: {} hydranet.* keys", ours.len());
+        for e in ours {
+            if let Some(p) = absolute_path_in(&e.value) {
+                panic!("{name}: {} holds an absolute path: {p}", e.key);
+            }
+        }
+    }
+}

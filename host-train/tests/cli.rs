@@ -226,6 +226,68 @@ fn the_design_cards_export_form_trains_then_exports() {
     );
 }
 
+/// `host-train --export model.onnx --quantize int8 ...`: both files, calibrated on the run's
+/// own training split by default, each with its size and validation metrics.
+#[test]
+fn the_design_cards_export_form_writes_the_int8_file_too() {
+    let data = tempfile::tempdir().unwrap();
+    host_train::synth::generate(data.path(), 40, 40, 10).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let onnx = out.path().join("model.onnx");
+    let run = out.path().join("run");
+    let mut args = vec![
+        "--export",
+        onnx.to_str().unwrap(),
+        "--quantize",
+        "int8",
+        "--data",
+        data.path().to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&TINY);
+    let (ok, stdout, err) = host_train(&args);
+    assert!(ok, "{err}");
+    let int8 = out.path().join("model-int8.onnx");
+    let (fp32_size, int8_size) = (
+        std::fs::metadata(&onnx).unwrap().len(),
+        std::fs::metadata(&int8).unwrap().len(),
+    );
+    assert!(int8_size * 2 < fp32_size, "{int8_size} vs {fp32_size}");
+    let number_after = |text: &str, key: &str| -> usize {
+        let at = text
+            .find(key)
+            .unwrap_or_else(|| panic!("no `{key}` in {text}"))
+            + key.len();
+        let digits: String = text[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().unwrap()
+    };
+    assert!(stdout.contains("int8 qdq"), "{stdout}");
+    let calibrated = number_after(&stdout, "calibrated on ");
+    for (file, size) in [(&onnx, fp32_size), (&int8, int8_size)] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(file.to_str().unwrap()) && l.contains("validation split"))
+            .unwrap_or_else(|| panic!("no metrics line for {}:\n{stdout}", file.display()));
+        assert!(line.contains(&format!("({size} B)")), "{line}");
+        assert!(line.contains("age MAE"), "{line}");
+        // Calibrated on the training split, scored on the validation split: all 40, once.
+        assert_eq!(calibrated + number_after(line, "n="), 40, "{stdout}");
+    }
+    // Quantizing needs something to quantize.
+    let (ok, _, err) = host_train(&[
+        "train",
+        "--quantize",
+        "int8",
+        "--data",
+        data.path().to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("--export"), "{err}");
+}
+
 #[test]
 fn int8_export_calibrates_warns_when_short_and_evaluates_the_file() {
     let data = tempfile::tempdir().unwrap();

@@ -10,7 +10,7 @@ use host_train::{
 
 /// Number format of a quantized export.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Quantize {
+pub enum Quantize {
     /// int8 weights per output channel; uint8 activations per tensor (`--quant-form qdq`).
     Int8,
 }

@@ -1,6 +1,6 @@
 //! `host-train train`.
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::ExitCode,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -13,10 +13,13 @@ use anyhow::{bail, Context, Result};
 use host_train::{
     data::AugmentConfig,
     device,
+    export::QuantForm,
     kernels::Kernels,
     net::BackboneConfig,
+    quant::{export_int8_on, Int8Request, Method},
     train::{
         checkpoint,
+        evaluate::evaluate,
         loss::LossWeighting,
         optim::OptimizerKind,
         schedule::ScheduleKind,
@@ -26,7 +29,10 @@ use host_train::{
     },
 };
 
-use super::DataArgs;
+use super::{
+    eval::{load, load_split, Split},
+    DataArgs,
+};
 
 /// Arguments of `train`.
 #[derive(clap::Args, Debug)]
@@ -112,6 +118,20 @@ pub struct Args {
     /// After training, export the best checkpoint to this ONNX file.
     #[arg(long)]
     export: Option<PathBuf>,
+    /// With --export: also write an int8 file beside it (`model.onnx` gives
+    /// `model-int8.onnx`), as `host-train export --quantize int8` does.
+    #[arg(long, value_enum, requires = "export")]
+    quantize: Option<super::export::Quantize>,
+    /// Images to calibrate the int8 activation ranges on (default: the run's own `--data`
+    /// folder, its validation split left out, as `export` does).
+    #[arg(long, requires = "quantize")]
+    calibration: Option<PathBuf>,
+    /// Calibration images to use.
+    #[arg(long, default_value_t = 512, requires = "quantize")]
+    calibration_count: usize,
+    /// How each activation range is chosen.
+    #[arg(long, value_enum, default_value_t = Method::Percentile, requires = "quantize")]
+    calibration_method: Method,
     /// Start the body from a torchvision ResNet state dict saved as safetensors
     /// (`conv1.weight`, `layer1.0.bn1.running_mean`, ...; `fc.*` is ignored), or body and
     /// heads from a HydraNet checkpoint (a new training cycle from a trained model; its
@@ -273,13 +293,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 );
             }
             if let Some(onnx) = &a.export {
-                let best = config.out.join("best.safetensors");
-                let ck = if best.is_file() {
-                    best
-                } else {
-                    config.out.join("last.safetensors")
-                };
-                super::export::export(&ck, onnx, false, false)?;
+                export_after_training(&a, &config, onnx)?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -290,5 +304,99 @@ pub fn run(a: Args) -> Result<ExitCode> {
             );
             Ok(ExitCode::from(130))
         }
+    }
+}
+
+/// `--export` (and `--quantize`): the best checkpoint to ONNX, then each written file scored
+/// on the run's validation split, as the file says (Candle rebuilds it from the ONNX).
+fn export_after_training(a: &Args, config: &TrainConfig, onnx: &Path) -> Result<()> {
+    let best = config.out.join("best.safetensors");
+    let ck = if best.is_file() {
+        best
+    } else {
+        config.out.join("last.safetensors")
+    };
+    super::export::export(&ck, onnx, false, false)?;
+    let mut written = vec![onnx.to_path_buf()];
+    if a.quantize.is_some() {
+        let int8 = int8_sibling(onnx);
+        let calibration = match &a.calibration {
+            Some(c) => c.clone(),
+            None if config.data.is_dir() => config.data.clone(),
+            None => bail!(
+                "--quantize int8 with a --manifest needs --calibration DIR (a folder of images)"
+            ),
+        };
+        let req = Int8Request {
+            form: QuantForm::Qdq,
+            calibration: Some(calibration.clone()),
+            count: a.calibration_count,
+            method: a.calibration_method,
+            test_time_flip: false,
+        };
+        let r = export_int8_on(&ck, &int8, &req, &candle_core::Device::Cpu).with_context(|| {
+            format!(
+                "exporting {} to int8 {} (calibration images from {})",
+                ck.display(),
+                int8.display(),
+                calibration.display()
+            )
+        })?;
+        for (p, reason) in &r.skipped {
+            tracing::warn!(
+                "calibration: skipped unreadable image {}: {reason}",
+                p.display()
+            );
+        }
+        let size = std::fs::metadata(&int8).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "wrote {} ({:.2} MB, int8 qdq, activations calibrated on {} images ({}))",
+            int8.display(),
+            size as f64 / 1e6,
+            r.images,
+            a.calibration_method
+        );
+        written.push(int8);
+    }
+    if config.val_fraction <= 0.0 {
+        return Ok(());
+    }
+    let dev = candle_core::Device::Cpu;
+    let data = DataArgs::for_source(&config.data);
+    for file in &written {
+        let m = load(None, Some(file), Some(config.val_fraction), false, &dev)?;
+        let d = load_split(&data, &m.contract, Split::Val, m.val_fraction)?;
+        let r = evaluate(&m.net, &d.cache, &m.contract.heads, 128, &dev)
+            .with_context(|| format!("scoring {}", file.display()))?;
+        let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "{} ({size} B), validation split: {}",
+            file.display(),
+            r.report.one_line()
+        );
+    }
+    Ok(())
+}
+
+/// `model.onnx` → `model-int8.onnx`, beside it.
+fn int8_sibling(onnx: &Path) -> PathBuf {
+    let stem = onnx
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    onnx.with_file_name(format!("{stem}-int8.onnx"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int8_file_sits_beside_the_fp32_one() {
+        assert_eq!(
+            int8_sibling(Path::new("out/model.onnx")),
+            PathBuf::from("out/model-int8.onnx")
+        );
+        assert_eq!(int8_sibling(Path::new("m")), PathBuf::from("m-int8.onnx"));
     }
 }

@@ -196,7 +196,7 @@ pub fn average_checkpoints(
     let mut ck = average(paths, device)?;
     let first = paths.first().copied().unwrap_or(Path::new(""));
     let (net, varmap) = inference_net(&ck, first, device)?;
-    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let names: Vec<String> = paths.iter().map(|p| checkpoint::portable_name(p)).collect();
     ck.contract
         .training
         .insert("averaged_from".into(), names.join(", "));
@@ -224,7 +224,7 @@ pub fn average_checkpoints(
             "batch_norm".into(),
             format!(
                 "recomputed on {n} training images of {}",
-                config.data.display()
+                checkpoint::portable_name(&config.data)
             ),
         );
         Some(n)

@@ -52,6 +52,26 @@ fn meta_json<T: Serialize>(v: &T) -> Result<String> {
         .map_err(|e| Error::Config(format!("cannot serialise checkpoint metadata: {e}")))
 }
 
+/// How a file or folder is named in a contract's `training` facts, which ship inside the
+/// ONNX file: a relative path as given, an absolute one as its folder's name and its own
+/// (`/root/runs/swa-b/epoch-003.safetensors` → `swa-b/epoch-003.safetensors`), so a shipped
+/// file carries no folder of the machine that trained it.
+pub fn portable_name(path: &Path) -> String {
+    if !path.is_absolute() {
+        return path.display().to_string();
+    }
+    let tail: Vec<String> = path
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .take(2)
+        .collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("/")
+}
+
 /// Writes `bytes` to `path` atomically: temporary file in the same folder, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let io = |source| Error::Io {
@@ -221,4 +241,26 @@ pub fn apply_weights(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn portable_names_drop_the_machine_s_folders() {
+        assert_eq!(
+            portable_name(Path::new("/root/runs/swa-b/epoch-003.safetensors")),
+            "swa-b/epoch-003.safetensors"
+        );
+        assert_eq!(portable_name(Path::new("/data")), "data");
+        assert_eq!(
+            portable_name(Path::new("../shared/datasets/utkface/UTKFace")),
+            "../shared/datasets/utkface/UTKFace"
+        );
+        assert_eq!(
+            portable_name(Path::new("runs/a/best.safetensors")),
+            "runs/a/best.safetensors"
+        );
+    }
 }

@@ -106,7 +106,7 @@ pub fn build_trainer<'a>(
     let backbone: BackboneConfig = config.backbone.parse().map_err(Error::Config)?;
     contract
         .training
-        .insert("data".into(), config.data.display().to_string());
+        .insert("data".into(), checkpoint::portable_name(&config.data));
     contract
         .training
         .insert("train_samples".into(), data.train.len().to_string());
@@ -144,7 +144,7 @@ pub fn build_trainer<'a>(
         );
         contract
             .training
-            .insert("init_from".into(), file.display().to_string());
+            .insert("init_from".into(), checkpoint::portable_name(file));
     }
     let loss = LossCombiner::new(
         config.loss_weighting,
