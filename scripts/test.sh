@@ -17,29 +17,37 @@ for arg in "$@"; do
   esac
 done
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+# Each step's heading carries the seconds since the start, so a log shows what costs most.
+step() { echo "== [${SECONDS}s] $*"; }
 
-echo "== setup: Debian packages, rustup components and targets, Python venv (scripts/setup.sh test)"
+step "setup: Debian packages, rustup components and targets, Python venv (scripts/setup.sh test)"
 scripts/setup.sh test
 cargo --version
 . scripts/judge-venv.sh >/dev/null
 
-echo "== format"
+step "format"
 cargo fmt --all -- --check
 
-echo "== clippy"
+step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "== models: the no_std core (contract, decoding, smoothing, defmt) for a microcontroller"
+step "models: the no_std core (contract, decoding, smoothing, defmt) for a microcontroller"
 cargo build --locked -q -p models --no-default-features --features defmt --target thumbv7em-none-eabihf
 
-echo "== tests (x86_64)"
+step "tests (x86_64)"
 HYDRANET_REQUIRE_BROWSER=1 cargo test --workspace --locked
 
-echo "== parity on aarch64 under qemu-aarch64 -cpu cortex-a72 (gnu, then musl); int8 kernels (portable on arm64)"
+step "parity on aarch64 under qemu-aarch64 -cpu cortex-a72 (gnu, then musl); int8 kernels (portable on arm64)"
+# Both targets' test binaries in one cargo call first: their builds interleave, so both
+# cores stay busy through the long single-crate compiles (tract) of each.
+AARCH64=(--locked --profile cross --no-default-features -p edge-runtime --test fixture --test int8_kernel)
+log="$CARGO_TARGET_DIR/build-aarch64.log"
+cargo test "${AARCH64[@]}" --target aarch64-unknown-linux-gnu --target aarch64-unknown-linux-musl \
+  --no-run >"$log" 2>&1 || { cat "$log"; exit 1; }
 for libc in gnu musl; do
   log="$CARGO_TARGET_DIR/parity-aarch64-$libc.log"
-  cargo test --locked --profile cross --no-default-features --target "aarch64-unknown-linux-$libc" -p edge-runtime \
-    --test fixture --test int8_kernel -- --nocapture >"$log" 2>&1 || { cat "$log"; exit 1; }
+  cargo test "${AARCH64[@]}" --target "aarch64-unknown-linux-$libc" -- --nocapture >"$log" 2>&1 ||
+    { cat "$log"; exit 1; }
   grep -E "vs tract|fixture images|test result" "$log"
 done
 log="$CARGO_TARGET_DIR/qconv-aarch64.log"
@@ -47,7 +55,7 @@ cargo test --locked --profile cross --no-default-features --target aarch64-unkno
   --lib qconv >"$log" 2>&1 || { cat "$log"; exit 1; }
 grep -E "test result" "$log"
 
-echo "== boot test: the rpi4 bundle on an emulated arm64 board with a V4L2 camera (vivid)"
+step "boot test: the rpi4 bundle on an emulated arm64 board with a V4L2 camera (vivid)"
 BOOT=$(mktemp -d)
 trap 'rm -rf "$BOOT"' EXIT
 cargo xtask bundle --board rpi4 --model tests/fixtures/parity-v1/model.onnx \
@@ -56,6 +64,7 @@ boards/qemu/boot-test.sh --bundle "$BOOT"/hydranet-edge-rpi4-*.tar.gz --log "$BO
 scripts/check-boot-log.py "$BOOT/console.log"
 
 if [[ $CUDA == 1 ]]; then
-  echo "== cuda: compile check of host-train --features cuda (scripts/build-cuda.sh --check)"
+  step "cuda: compile check of host-train --features cuda (scripts/build-cuda.sh --check)"
   scripts/build-cuda.sh --check
 fi
+step "done"

@@ -9,35 +9,21 @@
 //! graph as the fp32 file for those weights.
 use std::collections::{HashMap, HashSet};
 
+use models::tensor::TensorData;
 use tract_onnx::pb::{tensor_proto::DataType, GraphProto, TensorProto};
+
+fn tensor_data(t: &TensorProto) -> TensorData<'_> {
+    TensorData::new(t.data_type, &t.raw_data, &t.float_data, &t.int32_data)
+}
 
 /// Values of an int8, uint8 or int32 initialiser (raw or typed storage).
 pub(crate) fn integers(t: &TensorProto) -> Option<Vec<i32>> {
-    let raw = &t.raw_data;
-    match DataType::try_from(t.data_type).ok()? {
-        DataType::Int8 if !raw.is_empty() => Some(raw.iter().map(|&b| b as i8 as i32).collect()),
-        DataType::Uint8 if !raw.is_empty() => Some(raw.iter().map(|&b| b as i32).collect()),
-        DataType::Int32 if !raw.is_empty() => Some(
-            raw.chunks_exact(4)
-                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-        ),
-        DataType::Int8 | DataType::Uint8 | DataType::Int32 => Some(t.int32_data.clone()),
-        _ => None,
-    }
+    tensor_data(t).integers()
 }
 
+/// Values of a float initialiser.
 pub(crate) fn floats(t: &TensorProto) -> Option<Vec<f32>> {
-    match DataType::try_from(t.data_type).ok()? {
-        DataType::Float if !t.raw_data.is_empty() => Some(
-            t.raw_data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-        ),
-        DataType::Float => Some(t.float_data.clone()),
-        _ => None,
-    }
+    tensor_data(t).floats()
 }
 
 /// `DequantizeLinear(x, scale, zero_point)` of initialisers, per tensor or along `axis`.

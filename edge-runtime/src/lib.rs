@@ -1,7 +1,16 @@
 //! `edge-runtime`: runs an exported HydraNet ONNX file with tract.
 //!
 //! The file carries its contract in `metadata_props`; the runtime needs nothing else.
-//! [`engine`] loads and runs it; [`stats`] holds the latency statistics `bench` prints.
+//!
+//! - [`engine`]: loads the file (load-time graph rewrites included) and runs it;
+//! - [`qconv`]: the integer convolution that the engine fuses QDQ chains into;
+//! - `dequant` (private): constant `DequantizeLinear`s folded into float weights at load;
+//! - [`source`]: frame sources (V4L2 cameras, image folders and sequences, a test pattern);
+//! - [`pipeline`]: capture thread → per-frame inference → smoothing → a sink;
+//! - [`kiosk`] (feature `kiosk`): the camera kiosk's HTTP server, page and metrics;
+//! - [`systemd`]: READY and watchdog notifications;
+//! - [`stats`]: the latency statistics `bench` prints;
+//! - [`error`]: the error type.
 mod dequant;
 pub mod engine;
 pub mod error;

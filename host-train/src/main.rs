@@ -1,4 +1,5 @@
-//! `host-train`: train, evaluate, benchmark and (later) export the HydraNet.
+//! `host-train`: train, evaluate, fine-tune, average, benchmark, report on and export the
+//! HydraNet; one file per subcommand in `cli/`.
 use std::{io::IsTerminal, process::ExitCode};
 
 use clap::{Parser, Subcommand};

@@ -12,7 +12,9 @@ pub const CONTRACT_VERSION: u32 = 1;
 
 /// Prefix of every metadata key the contract writes.
 pub const KEY_PREFIX: &str = "hydranet.";
-const K_VERSION: &str = "hydranet.contract_version";
+/// The key of the contract's version: a runtime refuses a file without it, so tools that
+/// check a file before shipping it look for this key.
+pub const VERSION_KEY: &str = "hydranet.contract_version";
 const K_NAME: &str = "hydranet.model_name";
 const K_MODEL_VERSION: &str = "hydranet.model_version";
 const K_ARCH: &str = "hydranet.architecture";
@@ -140,7 +142,7 @@ impl Contract {
     /// The contract as a string map (every key starts with [`KEY_PREFIX`]).
     pub fn to_metadata(&self) -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
-        m.insert(K_VERSION.into(), CONTRACT_VERSION.to_string());
+        m.insert(VERSION_KEY.into(), CONTRACT_VERSION.to_string());
         m.insert(K_NAME.into(), self.model_name.clone());
         m.insert(K_MODEL_VERSION.into(), self.model_version.clone());
         m.insert(K_ARCH.into(), self.architecture.clone());
@@ -163,7 +165,7 @@ impl Contract {
     {
         let m: BTreeMap<&str, &str> = entries.into_iter().collect();
         let get = |k: &str| m.get(k).copied().ok_or_else(|| Error::MissingKey(k.into()));
-        let version = get(K_VERSION)?;
+        let version = get(VERSION_KEY)?;
         match version.trim().parse::<u32>() {
             Ok(CONTRACT_VERSION) => {}
             _ => {
@@ -273,12 +275,12 @@ mod tests {
     fn refuses_missing_and_unknown_versions() {
         let c = Contract::utkface(64, "resnet18");
         let mut m = c.to_metadata();
-        m.remove(K_VERSION);
+        m.remove(VERSION_KEY);
         assert!(matches!(
             Contract::from_metadata(pairs(&m)),
             Err(Error::MissingKey(_))
         ));
-        m.insert(K_VERSION.into(), "2".into());
+        m.insert(VERSION_KEY.into(), "2".into());
         let e = Contract::from_metadata(pairs(&m)).unwrap_err();
         assert!(matches!(e, Error::UnsupportedVersion { .. }), "{e}");
         assert!(Contract::from_metadata(Vec::new()).is_err());

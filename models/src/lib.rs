@@ -3,8 +3,10 @@
 //! This crate knows neither Candle nor tract. It holds the head specifications and their
 //! labels ([`heads`]), the one preprocessing function ([`preprocess`]), the decoding of raw
 //! head outputs into typed predictions ([`decode`]), the versioned contract that travels in
-//! an ONNX file's `metadata_props` ([`contract`]), data set readers ([`dataset`]) and the
-//! metrics both sides report ([`metrics`]).
+//! an ONNX file's `metadata_props` ([`contract`]), temporal smoothing of live answers
+//! ([`smooth`]), the values of ONNX tensors as both sides read them ([`tensor`]), data set
+//! readers ([`dataset`]), the metrics both sides report ([`metrics`]) and the error type
+//! ([`error`]).
 //!
 //! Without the default `std` feature the crate is `no_std` + `alloc`: the contract, head
 //! specifications, output decoding, smoothing and the preprocessing *spec* (guide box,
@@ -36,6 +38,7 @@ pub mod heads;
 pub mod metrics;
 pub mod preprocess;
 pub mod smooth;
+pub mod tensor;
 
 pub use contract::{Calibration, Contract, Quantization, CONTRACT_VERSION};
 pub use decode::{HeadOutput, Prediction};

@@ -1,6 +1,14 @@
 //! Board tasks for HydraNet edge: board profiles, cross-building edge-runtime, release
 //! bundles, and installing them into a board's root file system or over ssh.
 //! The command line is in main.rs; boards/README.md documents both.
+//!
+//! - [`board`]: the board profiles (`boards/*.toml`);
+//! - [`build`]: cross-building edge-runtime for a board;
+//! - [`bundle`]: the release tarball (layout, manifest, systemd unit, install.sh);
+//! - [`kiosk`]: the kiosk's browser autostart files in a release;
+//! - [`flash`]: installing a release into a root file system or over ssh, and rollback;
+//! - [`onnx`]: the shallow check that a model file is a HydraNet ONNX file;
+//! - [`util`], [`error`]: checksums, times, sizes; the error type.
 
 pub mod board;
 pub mod build;

@@ -1,8 +1,7 @@
 //! A shallow look at an ONNX file: enough to refuse the wrong file before it is shipped to a
 //! board, without a protobuf dependency. Only the top level of `ModelProto` is walked.
 
-/// The key host-train writes into `metadata_props`; edge-runtime refuses a file without it.
-pub const CONTRACT_KEY: &str = "hydranet.contract_version";
+pub use models::contract::VERSION_KEY as CONTRACT_KEY;
 
 const IR_VERSION: u64 = 1;
 const GRAPH: u64 = 7;

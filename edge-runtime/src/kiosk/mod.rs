@@ -5,6 +5,10 @@
 //! routes and embedded assets; every client has a bounded backlog; a connection that does
 //! not send its request headers within 10 s, or does not read for 5 s, is closed; the
 //! number of connections and of streaming clients is capped.
+//!
+//! [`hub`]: what the pipeline publishes and the encoder thread; [`sink`]: the pipeline's
+//! sink that feeds the hub; [`overlay`]: the box drawn on streamed frames; [`http`]: the
+//! routes and the page; [`metrics`]: `/metrics` for Prometheus.
 use std::{
     net::SocketAddr,
     sync::{
@@ -33,6 +37,8 @@ use crate::{
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod overlay;
+pub mod sink;
 
 /// Kiosk settings.
 #[derive(Debug, Clone)]
@@ -241,7 +247,7 @@ where
             .spawn(move || hub.encode_loop())
             .map_err(KioskError::Runtime)?
     };
-    let mut sink = hub::KioskSink::new(hub.clone());
+    let mut sink = sink::KioskSink::new(hub.clone());
     let config = pipeline::Config {
         keep_trying: true,
         ..config.clone()
@@ -273,7 +279,7 @@ where
     Ok(report?)
 }
 
-fn sink_tick(sink: &mut hub::KioskSink, status: &Status) {
+fn sink_tick(sink: &mut sink::KioskSink, status: &Status) {
     use pipeline::Sink;
     sink.tick(status);
 }

@@ -3,7 +3,7 @@
 //! Why hand-written and not tract's: tract 0.23 runs a QDQ convolution in float with a
 //! quantize/dequantize pair around it, and a `QLinearConv` as im2col + an i8 matmul + a
 //! chain of separate requantization ops; both are slower than its fp32 plan on x86
-//! (docs/measurements.md, issue 5). This kernel packs the weights once at load, lays the
+//! (docs/measurements.md, section "int8"). This kernel packs the weights once at load, lays the
 //! quantized input out as NHWC bytes so that each output pixel's patch is a few memcpys,
 //! and multiplies with AVX-512 VNNI (`vpdpbusd`: 64 u8·i8 products per instruction, 4x the
 //! multiply-adds of an fp32 FMA) where the CPU has it, else with a portable loop that the

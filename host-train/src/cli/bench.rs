@@ -69,7 +69,7 @@ fn bench(a: &Args, kernels: Kernels) -> Result<()> {
         LossWeighting::Sum,
         &[],
         heads.len(),
-        VarBuilder::from_varmap(&varmap, DType::F32, &dev).pp("loss"),
+        VarBuilder::from_varmap(&varmap, DType::F32, &dev).pp(host_train::names::LOSS),
     )?;
     let mut opt =
         Optimizer::new(a.optimizer, trainable(&varmap), 1e-4, 0.9)?.fused(kernels == Kernels::Fast);

@@ -5,31 +5,15 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use candle_core::Device;
+pub use host_train::score::Split;
 use host_train::{
-    data::ImageCache,
     device,
-    export::import::load_onnx,
-    net::HydraNet,
-    train::{evaluate::evaluate, setup::load_for_inference},
+    score::{self, Scored},
+    train::evaluate::evaluate,
 };
-use models::{
-    dataset::{scan_source, split},
-    Contract,
-};
+use models::Contract;
 
 use super::DataArgs;
-
-/// Which part of the data to score.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Split {
-    /// Every image (a held-out folder).
-    All,
-    /// The validation split of the checkpoint's run (same hash, same fraction).
-    Val,
-    /// The training split.
-    Train,
-}
 
 /// Arguments of `eval`.
 #[derive(clap::Args, Debug)]
@@ -65,69 +49,13 @@ pub struct Args {
     json: bool,
 }
 
-/// A network to score: from a checkpoint or rebuilt from an ONNX file.
-pub struct Loaded {
-    /// The network.
-    pub net: HydraNet,
-    /// Its contract.
-    pub contract: Contract,
-    /// The validation fraction of its training run (for `--split`).
-    pub val_fraction: f64,
-    /// The file it came from.
-    pub path: PathBuf,
+/// Names the file of a failed [`score::load`] (`--checkpoint` or `--model`).
+pub fn loading(checkpoint: Option<&Path>, model: Option<&Path>) -> String {
+    let file = checkpoint.or(model).unwrap_or(Path::new(""));
+    format!("loading {}", file.display())
 }
 
-/// Loads `checkpoint` or `model` (an ONNX file); `val_fraction` overrides the fraction an
-/// ONNX file recorded; `test_time_flip` runs a checkpoint as a flip export would.
-pub fn load(
-    checkpoint: Option<&Path>,
-    model: Option<&Path>,
-    val_fraction: Option<f64>,
-    test_time_flip: bool,
-    dev: &Device,
-) -> Result<Loaded> {
-    match (checkpoint, model) {
-        (Some(c), _) => {
-            let (net, _vm, mut ck) =
-                load_for_inference(c, dev).with_context(|| format!("loading {}", c.display()))?;
-            ck.contract.test_time_flip = test_time_flip;
-            Ok(Loaded {
-                net: net.with_test_time_flip(test_time_flip),
-                contract: ck.contract,
-                val_fraction: ck.config.val_fraction,
-                path: c.to_path_buf(),
-            })
-        }
-        (None, Some(m)) => {
-            let im = load_onnx(m, dev).with_context(|| format!("loading {}", m.display()))?;
-            let recorded = im
-                .contract
-                .training
-                .get("val_fraction")
-                .and_then(|v| v.parse().ok());
-            Ok(Loaded {
-                net: im.net,
-                contract: im.contract,
-                val_fraction: val_fraction.or(recorded).unwrap_or(0.1),
-                path: m.to_path_buf(),
-            })
-        }
-        (None, None) => anyhow::bail!("give --checkpoint or --model"),
-    }
-}
-
-/// The images of one split, read and preprocessed for `contract`.
-pub struct Scored {
-    /// The folder or manifest.
-    pub source: PathBuf,
-    /// The readable images.
-    pub cache: ImageCache,
-    /// Files skipped: malformed names and unreadable images.
-    pub skipped: usize,
-}
-
-/// Reads `split` of the data source (warning about every skipped file); fails when no
-/// image is readable.
+/// [`score::load_split`] of `--data` or `--manifest`, with the source named in the error.
 pub fn load_split(
     data: &DataArgs,
     contract: &Contract,
@@ -135,47 +63,15 @@ pub fn load_split(
     val_fraction: f64,
 ) -> Result<Scored> {
     let source = data.source()?;
-    let scan = scan_source(&source, &contract.heads)
-        .with_context(|| format!("reading {}", source.display()))?;
-    if let Some(r) = scan.rejection_report() {
-        tracing::warn!("{}: {r}", source.display());
-    }
-    let rejected = scan.rejected.len();
-    let samples = match which {
-        Split::All => scan.samples,
-        Split::Val => split(&scan.samples, val_fraction).1,
-        Split::Train => split(&scan.samples, val_fraction).0,
-    };
-    let cache = ImageCache::build(&samples, &contract.preprocess, None);
-    for s in &cache.skipped {
-        tracing::warn!(
-            "skipped unreadable image {}: {}",
-            s.path.display(),
-            s.reason
-        );
-    }
-    anyhow::ensure!(
-        !cache.is_empty(),
-        "no readable images in {}",
-        source.display()
-    );
-    let skipped = rejected + cache.skipped.len();
-    Ok(Scored {
-        source,
-        cache,
-        skipped,
-    })
+    score::load_split(&source, contract, which, val_fraction)
+        .with_context(|| format!("reading {}", source.display()))
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let dev = device::open(&a.device)?;
-    let m = load(
-        a.checkpoint.as_deref(),
-        a.model.as_deref(),
-        a.val_fraction,
-        a.test_time_flip,
-        &dev,
-    )?;
+    let (checkpoint, model) = (a.checkpoint.as_deref(), a.model.as_deref());
+    let m = score::load(checkpoint, model, a.val_fraction, a.test_time_flip, &dev)
+        .with_context(|| loading(checkpoint, model))?;
     let d = load_split(&a.data, &m.contract, a.split, m.val_fraction)?;
     let r = evaluate(&m.net, &d.cache, &m.contract.heads, a.batch, &dev)?;
     if a.json {

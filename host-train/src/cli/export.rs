@@ -4,8 +4,10 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::{Context, Result};
 use host_train::{
     device,
-    export::{export_checkpoint, ExportOptions, QuantForm, IR_VERSION, OPSET},
-    quant::{export_int8_on, Int8Request, Method},
+    export::{
+        export_checkpoint, export_int8_on, ExportOptions, Int8Request, QuantForm, IR_VERSION, OPSET,
+    },
+    quant::Method,
 };
 
 /// Number format of a quantized export.
@@ -13,6 +15,22 @@ use host_train::{
 pub enum Quantize {
     /// int8 weights per output channel; uint8 activations per tensor (`--quant-form qdq`).
     Int8,
+}
+
+/// Where and how the int8 activation ranges are calibrated (`export` and `train --export`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct CalibrationArgs {
+    /// Folder of images to calibrate the activation ranges on (`train --export`: the run's
+    /// own --data folder by default). UTKFace-named files of the checkpoint's validation
+    /// split are left out.
+    #[arg(long, requires = "quantize")]
+    pub calibration: Option<PathBuf>,
+    /// Calibration images to use.
+    #[arg(long, default_value_t = 512, requires = "quantize")]
+    pub calibration_count: usize,
+    /// How each activation range is chosen.
+    #[arg(long, value_enum, default_value_t = Method::Percentile, requires = "quantize")]
+    pub calibration_method: Method,
 }
 
 /// Arguments of `export`.
@@ -34,16 +52,8 @@ pub struct Args {
     /// `weights` (int8 weights, float activations; no calibration).
     #[arg(long, value_enum, default_value_t = QuantForm::Qdq, requires = "quantize")]
     quant_form: QuantForm,
-    /// Folder of images to calibrate the activation ranges on. UTKFace-named files of
-    /// the checkpoint's validation split are left out.
-    #[arg(long, requires = "quantize")]
-    calibration: Option<PathBuf>,
-    /// Calibration images to use.
-    #[arg(long, default_value_t = 512, requires = "quantize")]
-    calibration_count: usize,
-    /// How each activation range is chosen.
-    #[arg(long, value_enum, default_value_t = Method::Percentile, requires = "quantize")]
-    calibration_method: Method,
+    #[command(flatten)]
+    calibration: CalibrationArgs,
     /// cpu, cuda or cuda:N: where the int8 calibration images run. The conversion itself
     /// copies the checkpoint's weights on the host, whichever device trained them.
     #[arg(long, default_value = "cpu")]
@@ -94,11 +104,12 @@ pub fn run(a: Args) -> Result<ExitCode> {
         export(&a.checkpoint, &a.out, a.keep_batchnorm, a.test_time_flip)?;
         return Ok(ExitCode::SUCCESS);
     };
+    let c = &a.calibration;
     let req = Int8Request {
         form: a.quant_form,
-        calibration: a.calibration.clone(),
-        count: a.calibration_count,
-        method: a.calibration_method,
+        calibration: c.calibration.clone(),
+        count: c.calibration_count,
+        method: c.calibration_method,
         test_time_flip: a.test_time_flip,
     };
     let r = export_int8_on(&a.checkpoint, &a.out, &req, &dev).with_context(|| {
@@ -106,7 +117,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             "exporting {} to int8 {}{}",
             a.checkpoint.display(),
             a.out.display(),
-            a.calibration
+            c.calibration
                 .as_ref()
                 .map(|c| format!(" (calibration images from {})", c.display()))
                 .unwrap_or_default()
@@ -118,10 +129,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
             p.display()
         );
     }
-    if a.quant_form != QuantForm::Weights && r.images < a.calibration_count {
+    if a.quant_form != QuantForm::Weights && r.images < c.calibration_count {
         tracing::warn!(
             "calibration: asked for {} images, {} usable ones used",
-            a.calibration_count,
+            c.calibration_count,
             r.images
         );
     }
@@ -135,7 +146,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         match a.quant_form {
             QuantForm::Qdq | QuantForm::Qlinear => format!(
                 ", activations calibrated on {} images ({})",
-                r.images, a.calibration_method
+                r.images, c.calibration_method
             ),
             QuantForm::Weights => String::new(),
         }

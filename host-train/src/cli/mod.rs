@@ -40,21 +40,6 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
-    /// The arguments that name `source` (a folder is `--data`, a file `--manifest`).
-    pub fn for_source(source: &std::path::Path) -> Self {
-        if source.is_dir() {
-            Self {
-                data: Some(source.into()),
-                manifest: None,
-            }
-        } else {
-            Self {
-                data: None,
-                manifest: Some(source.into()),
-            }
-        }
-    }
-
     /// The folder or manifest; checks that it exists.
     pub fn source(&self) -> Result<PathBuf> {
         let p = self

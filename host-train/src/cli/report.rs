@@ -10,13 +10,14 @@ use host_train::{
         fairness::{check_goals, goals_markdown, headline_goal, Fairness},
         plot::{self, MetricPanel},
     },
+    score,
     train::evaluate::evaluate_each,
 };
 use models::HeadKind;
 use serde_json::json;
 
 use super::{
-    eval::{load, load_split, Split},
+    eval::{load_split, loading, Split},
     DataArgs,
 };
 
@@ -88,13 +89,15 @@ pub fn run(a: Args) -> Result<ExitCode> {
     };
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let dev = device::open(&a.device)?;
-    let m = load(
+    let model = a.model.as_deref();
+    let m = score::load(
         checkpoint.as_deref(),
-        a.model.as_deref(),
+        model,
         a.val_fraction,
         a.test_time_flip,
         &dev,
-    )?;
+    )
+    .with_context(|| loading(checkpoint.as_deref(), model))?;
     let heads = m.contract.heads.clone();
     let d = load_split(&a.data, &m.contract, a.split, m.val_fraction)?;
     let split_name = a

@@ -13,10 +13,10 @@ use anyhow::{bail, Context, Result};
 use host_train::{
     data::AugmentConfig,
     device,
-    export::QuantForm,
+    export::{export_int8_on, Int8Request, QuantForm},
     kernels::Kernels,
     net::BackboneConfig,
-    quant::{export_int8_on, Int8Request, Method},
+    score::{load, load_split, Split},
     train::{
         checkpoint,
         evaluate::evaluate,
@@ -29,10 +29,7 @@ use host_train::{
     },
 };
 
-use super::{
-    eval::{load, load_split, Split},
-    DataArgs,
-};
+use super::DataArgs;
 
 /// Arguments of `train`.
 #[derive(clap::Args, Debug)]
@@ -122,16 +119,8 @@ pub struct Args {
     /// `model-int8.onnx`), as `host-train export --quantize int8` does.
     #[arg(long, value_enum, requires = "export")]
     quantize: Option<super::export::Quantize>,
-    /// Images to calibrate the int8 activation ranges on (default: the run's own `--data`
-    /// folder, its validation split left out, as `export` does).
-    #[arg(long, requires = "quantize")]
-    calibration: Option<PathBuf>,
-    /// Calibration images to use.
-    #[arg(long, default_value_t = 512, requires = "quantize")]
-    calibration_count: usize,
-    /// How each activation range is chosen.
-    #[arg(long, value_enum, default_value_t = Method::Percentile, requires = "quantize")]
-    calibration_method: Method,
+    #[command(flatten)]
+    calibration: super::export::CalibrationArgs,
     /// Start the body from a torchvision ResNet state dict saved as safetensors
     /// (`conv1.weight`, `layer1.0.bn1.running_mean`, ...; `fc.*` is ignored), or body and
     /// heads from a HydraNet checkpoint (a new training cycle from a trained model; its
@@ -210,7 +199,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     std::fs::create_dir_all(&config.out)
         .with_context(|| format!("creating run folder {}", config.out.display()))?;
     let config_path = config.out.join("config.json");
-    checkpoint::write_atomic(
+    host_train::files::write_atomic(
         &config_path,
         serde_json::to_string_pretty(&config)?.as_bytes(),
     )?;
@@ -320,7 +309,8 @@ fn export_after_training(a: &Args, config: &TrainConfig, onnx: &Path) -> Result<
     let mut written = vec![onnx.to_path_buf()];
     if a.quantize.is_some() {
         let int8 = int8_sibling(onnx);
-        let calibration = match &a.calibration {
+        let c = &a.calibration;
+        let calibration = match &c.calibration {
             Some(c) => c.clone(),
             None if config.data.is_dir() => config.data.clone(),
             None => bail!(
@@ -330,8 +320,8 @@ fn export_after_training(a: &Args, config: &TrainConfig, onnx: &Path) -> Result<
         let req = Int8Request {
             form: QuantForm::Qdq,
             calibration: Some(calibration.clone()),
-            count: a.calibration_count,
-            method: a.calibration_method,
+            count: c.calibration_count,
+            method: c.calibration_method,
             test_time_flip: false,
         };
         let r = export_int8_on(&ck, &int8, &req, &candle_core::Device::Cpu).with_context(|| {
@@ -354,7 +344,7 @@ fn export_after_training(a: &Args, config: &TrainConfig, onnx: &Path) -> Result<
             int8.display(),
             size as f64 / 1e6,
             r.images,
-            a.calibration_method
+            c.calibration_method
         );
         written.push(int8);
     }
@@ -362,10 +352,11 @@ fn export_after_training(a: &Args, config: &TrainConfig, onnx: &Path) -> Result<
         return Ok(());
     }
     let dev = candle_core::Device::Cpu;
-    let data = DataArgs::for_source(&config.data);
     for file in &written {
-        let m = load(None, Some(file), Some(config.val_fraction), false, &dev)?;
-        let d = load_split(&data, &m.contract, Split::Val, m.val_fraction)?;
+        let m = load(None, Some(file), Some(config.val_fraction), false, &dev)
+            .with_context(|| format!("loading {}", file.display()))?;
+        let d = load_split(&config.data, &m.contract, Split::Val, m.val_fraction)
+            .with_context(|| format!("reading {}", config.data.display()))?;
         let r = evaluate(&m.net, &d.cache, &m.contract.heads, 128, &dev)
             .with_context(|| format!("scoring {}", file.display()))?;
         let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);

@@ -13,18 +13,16 @@ use std::{
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use models::Contract;
+use models::{tensor::TensorData, Contract};
 use prost::Message;
 use tract_onnx::pb::{tensor_proto::DataType, ModelProto, TensorProto};
 
 use crate::{
     kernels::Kernels,
-    net::{BackboneConfig, HydraNet},
+    net::{BackboneConfig, HydraNet, BN_EPS},
     quant::{fake::FakeQuant, ActQuant},
     Error, Result,
 };
-
-const BN_EPS: f32 = 1e-5;
 
 /// A HydraNet rebuilt from an ONNX file.
 pub struct Imported {
@@ -45,24 +43,16 @@ fn bad(path: &Path, reason: impl Into<String>) -> Error {
 
 /// An initialiser's values as f32 (float, int8, uint8 and int32 data).
 fn values(t: &TensorProto) -> std::result::Result<Vec<f32>, String> {
-    let raw = &t.raw_data;
-    let dt = DataType::try_from(t.data_type).map_err(|_| format!("`{}`: unknown type", t.name))?;
-    Ok(match dt {
-        DataType::Float if !raw.is_empty() => raw
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        DataType::Float => t.float_data.clone(),
-        DataType::Int8 if !raw.is_empty() => raw.iter().map(|&b| b as i8 as f32).collect(),
-        DataType::Uint8 if !raw.is_empty() => raw.iter().map(|&b| b as f32).collect(),
-        DataType::Int8 | DataType::Uint8 => t.int32_data.iter().map(|&v| v as f32).collect(),
-        DataType::Int32 if !raw.is_empty() => raw
-            .chunks_exact(4)
-            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32)
-            .collect(),
-        DataType::Int32 => t.int32_data.iter().map(|&v| v as f32).collect(),
-        other => return Err(format!("`{}`: unsupported type {other:?}", t.name)),
-    })
+    tensor_data(t)
+        .values_f32()
+        .ok_or_else(|| match DataType::try_from(t.data_type) {
+            Ok(other) => format!("`{}`: unsupported type {other:?}", t.name),
+            Err(_) => format!("`{}`: unknown type", t.name),
+        })
+}
+
+fn tensor_data(t: &TensorProto) -> TensorData<'_> {
+    TensorData::new(t.data_type, &t.raw_data, &t.float_data, &t.int32_data)
 }
 
 /// The BatchNorm that follows conv `name` in the network.
@@ -180,7 +170,11 @@ pub fn load_onnx(path: &Path, device: &Device) -> Result<Imported> {
                         put(format!("{bn}.weight"), vec![1.0; o], &[o])?;
                         put(format!("{bn}.bias"), b, &[o])?;
                         put(format!("{bn}.running_mean"), vec![0.0; o], &[o])?;
-                        put(format!("{bn}.running_var"), vec![1.0 - BN_EPS; o], &[o])?;
+                        put(
+                            format!("{bn}.running_var"),
+                            vec![1.0 - BN_EPS as f32; o],
+                            &[o],
+                        )?;
                     }
                     None => {
                         for p in ["weight", "bias", "running_mean", "running_var"] {

@@ -12,9 +12,10 @@ use tract_onnx::pb::{ModelProto, OperatorSetIdProto, StringStringEntryProto};
 
 use super::graph::{Attr, Dim, GraphBuilder};
 use crate::{
-    net::BackboneConfig,
+    files::write_atomic,
+    net::{BackboneConfig, BN_EPS},
     quant::{quantize_bias, ActQuant, ChannelQuant},
-    train::checkpoint::{self, write_atomic},
+    train::checkpoint,
     Error, Result,
 };
 
@@ -22,7 +23,6 @@ use crate::{
 pub const IR_VERSION: i64 = 8;
 /// Default-domain opset written.
 pub const OPSET: i64 = 13;
-const BN_EPS: f32 = 1e-5;
 
 /// How to export.
 #[derive(Debug, Clone, PartialEq)]
@@ -342,7 +342,7 @@ impl Exporter<'_> {
                 bn,
                 &[&c, &names[0], &names[1], &names[2], &names[3]],
                 vec![
-                    ("epsilon", Attr::Float(BN_EPS)),
+                    ("epsilon", Attr::Float(BN_EPS as f32)),
                     ("momentum", Attr::Float(0.9)),
                 ],
             );
@@ -357,7 +357,7 @@ impl Exporter<'_> {
         let per = w.len() / o;
         let mut bias = vec![0f32; o];
         for c in 0..o {
-            let s = gamma[c] / (var[c] + BN_EPS).sqrt();
+            let s = gamma[c] / (var[c] + BN_EPS as f32).sqrt();
             w[c * per..(c + 1) * per].iter_mut().for_each(|v| *v *= s);
             bias[c] = beta[c] - mean[c] * s;
         }
@@ -526,7 +526,7 @@ pub fn hydranet_to_onnx(
     let features = e.act(&features, "features")?;
     let features = e.float(&features);
     for head in &contract.heads {
-        let p = format!("heads.{}", head.name);
+        let p = crate::names::head(&head.name);
         let h = e.linear(&features, &format!("{p}.0"), None)?;
         let h = e.g.node("Relu", &format!("{p}.relu"), &[&h], vec![]);
         let h = e.act(&h, &format!("{p}.relu"))?;

@@ -58,7 +58,7 @@ impl HydraNet {
     ) -> Result<Self> {
         let body = ResNet::new(backbone, kernels, vb.clone())?;
         let f = body.feature_dim();
-        let hv = vb.pp("heads");
+        let hv = vb.pp(crate::names::HEADS);
         let built = heads
             .iter()
             .map(|h| Head::new(f, h.output_width(), hv.pp(&h.name)))

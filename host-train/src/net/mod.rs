@@ -6,5 +6,5 @@ pub mod resnet;
 pub mod tap;
 
 pub use hydra::HydraNet;
-pub use resnet::{BackboneConfig, BN_MOMENTUM};
+pub use resnet::{BackboneConfig, BN_EPS, BN_MOMENTUM};
 pub use tap::{NoTap, Tap};

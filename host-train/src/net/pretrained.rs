@@ -11,7 +11,10 @@ use std::{collections::BTreeSet, path::Path};
 use candle_core::{DType, Device};
 use candle_nn::VarMap;
 
-use crate::{Error, Result};
+use crate::{
+    names::{is_body_var, is_head_var, is_torchvision_extra},
+    Error, Result,
+};
 
 /// What loading a pretrained body did.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,20 +29,6 @@ pub struct PretrainedReport {
     /// Other file tensors the body does not have (e.g. `layer1.1.*` when loading a
     /// ResNet18 file into a ResNet10 body).
     pub unused: Vec<String>,
-}
-
-/// True for the names a torchvision ResNet state dict has that the body never takes, and
-/// for a HydraNet checkpoint's optimiser and loss state (a new run starts its own).
-pub fn is_torchvision_extra(name: &str) -> bool {
-    name.starts_with("fc.")
-        || name.ends_with(".num_batches_tracked")
-        || name.starts_with("optim.")
-        || crate::train::loss::is_loss_var(name)
-}
-
-/// True for the variables that belong to the body (not heads, not loss weights).
-fn is_body_var(name: &str) -> bool {
-    !name.starts_with("heads.") && !crate::train::loss::is_loss_var(name)
 }
 
 /// Sets every body variable of `varmap` from the safetensors file at `path`.
@@ -66,7 +55,7 @@ pub fn load_torchvision_body(varmap: &VarMap, path: &Path) -> Result<PretrainedR
     let mut missing = Vec::new();
     let mut body_names = BTreeSet::new();
     let mut heads_loaded = 0;
-    let mut head_names: Vec<&String> = data.keys().filter(|n| n.starts_with("heads.")).collect();
+    let mut head_names: Vec<&String> = data.keys().filter(|n| is_head_var(n)).collect();
     head_names.sort();
     for name in head_names {
         let var = &data[name];

@@ -138,6 +138,9 @@ impl Module for Conv {
 /// Weight of each batch in a BatchNorm running statistic (candle's and PyTorch's
 /// default); [`crate::train::average`] reads batch statistics back through it.
 pub const BN_MOMENTUM: f64 = 0.1;
+/// BatchNorm epsilon (PyTorch's): the network, its ONNX export (BatchNormalization's
+/// `epsilon`, folding) and the import of a folded file must all use this one value.
+pub const BN_EPS: f64 = 1e-5;
 
 /// BatchNorm with running statistics (`candle_nn::BatchNorm`'s variables and eval path);
 /// training mode runs the fused kernel on CPU when the run asks for fast kernels.
@@ -156,7 +159,7 @@ fn bn(c: usize, kernels: Kernels, relu: bool, vb: VarBuilder) -> Result<Norm> {
     let bn = batch_norm(
         c,
         BatchNormConfig {
-            eps: 1e-5,
+            eps: BN_EPS,
             remove_mean: true,
             affine: true,
             momentum: BN_MOMENTUM,

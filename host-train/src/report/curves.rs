@@ -1,10 +1,11 @@
-//! A run's `log.jsonl` as one point per epoch.
+//! A run's `log.jsonl` ([`crate::train::log`]) as one point per epoch, for the plots.
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
 };
 
 use super::{ReportError, Result};
+use crate::train::log::parse_line;
 
 /// What the trainer logged for one epoch.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,31 +55,26 @@ pub fn parse_log(text: &str, path: &Path) -> Result<Vec<EpochPoint>> {
             }
             Err(e) => return Err(bad(i + 1, format!("not JSON: {e}"))),
         };
-        if v.get("event").is_some() {
+        let Some(r) = parse_line(v).map_err(|e| bad(i + 1, e.to_string()))? else {
             continue;
-        }
-        let epoch = v
-            .get("epoch")
-            .and_then(|e| e.as_u64())
-            .ok_or_else(|| bad(i + 1, "no \"epoch\" number".into()))?;
-        let val = v
-            .get("val")
-            .and_then(|m| m.as_object())
+        };
+        let val = r
+            .val
             .map(|m| {
-                m.iter()
+                m.into_iter()
                     .filter(|(k, _)| k.as_str() != "n")
-                    .filter_map(|(k, x)| x.as_f64().map(|x| (k.clone(), x)))
+                    .filter_map(|(k, x)| x.as_f64().map(|x| (k, x)))
                     .collect()
             })
             .unwrap_or_default();
         by_epoch.insert(
-            epoch,
+            r.epoch,
             EpochPoint {
-                epoch: epoch as usize,
-                train_loss: v.get("train_loss").and_then(|x| x.as_f64()),
-                val_loss: v.get("val_loss").and_then(|x| x.as_f64()),
+                epoch: r.epoch,
+                train_loss: r.train_loss,
+                val_loss: r.val_loss,
                 val,
-                best: v.get("best").and_then(|x| x.as_bool()).unwrap_or(false),
+                best: r.best,
             },
         );
     }

@@ -306,7 +306,7 @@ fn check(
     }
 }
 
-/// Issue 8's goals: overall age MAE, gender and ethnicity accuracy; the worst ethnicity
+/// The shipped model's quality goals (the model card's table): overall age MAE, gender and ethnicity accuracy; the worst ethnicity
 /// group's gender accuracy and its age MAE against the overall one. "Worst" is over every
 /// ethnicity group present, however small (the detail gives its size).
 pub fn check_goals(f: &Fairness) -> Vec<GoalCheck> {

@@ -20,17 +20,11 @@ use super::{
 };
 use crate::{
     data::{batch::epoch_order, AugmentConfig, Batcher, ImageCache},
+    files::portable_name,
+    names::{is_optim_state, is_running_stat},
     net::{HydraNet, BN_MOMENTUM},
     Error, Result,
 };
-
-/// Prefix of the optimiser's tensors in a checkpoint: moments of one point of the
-/// trajectory, meaningless for the mean, so they are dropped.
-const OPTIM_PREFIX: &str = "optim.";
-
-fn is_running_stat(name: &str) -> bool {
-    name.ends_with(".running_mean") || name.ends_with(".running_var")
-}
 
 /// The element-wise mean of the model tensors of `paths` (every `f32` tensor but the
 /// optimiser's), with the first checkpoint's contract, configuration and loop state.
@@ -41,7 +35,7 @@ pub fn average(paths: &[&Path], device: &Device) -> Result<Checkpoint> {
         .split_first()
         .ok_or_else(|| Error::Config("nothing to average: no checkpoints given".into()))?;
     let mut first = checkpoint::load(first_path, device)?;
-    first.tensors.retain(|n, _| !n.starts_with(OPTIM_PREFIX));
+    first.tensors.retain(|n, _| !is_optim_state(n));
     let mut sums: HashMap<String, Tensor> = first
         .tensors
         .iter()
@@ -68,11 +62,7 @@ pub fn average(paths: &[&Path], device: &Device) -> Result<Checkpoint> {
                 first.contract.preprocess.height,
             )));
         }
-        let model: Vec<&String> = ck
-            .tensors
-            .keys()
-            .filter(|n| !n.starts_with(OPTIM_PREFIX))
-            .collect();
+        let model: Vec<&String> = ck.tensors.keys().filter(|n| !is_optim_state(n)).collect();
         if model.len() != sums.len() {
             return Err(bad(format!(
                 "{} model tensors, {} has {}",
@@ -196,7 +186,7 @@ pub fn average_checkpoints(
     let mut ck = average(paths, device)?;
     let first = paths.first().copied().unwrap_or(Path::new(""));
     let (net, varmap) = inference_net(&ck, first, device)?;
-    let names: Vec<String> = paths.iter().map(|p| checkpoint::portable_name(p)).collect();
+    let names: Vec<String> = paths.iter().map(|p| portable_name(p)).collect();
     ck.contract
         .training
         .insert("averaged_from".into(), names.join(", "));
@@ -224,7 +214,7 @@ pub fn average_checkpoints(
             "batch_norm".into(),
             format!(
                 "recomputed on {n} training images of {}",
-                checkpoint::portable_name(&config.data)
+                portable_name(&config.data)
             ),
         );
         Some(n)

@@ -3,11 +3,7 @@
 //!
 //! One file, written to a temporary name and renamed into place, so a crash or Ctrl-C
 //! mid-write never leaves a half checkpoint where a good one was.
-use std::{
-    collections::HashMap,
-    io::Write,
-    path::{Path, PathBuf},
-};
+use std::{collections::HashMap, path::Path};
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
@@ -15,7 +11,7 @@ use models::Contract;
 use serde::{Deserialize, Serialize};
 
 use super::TrainConfig;
-use crate::{Error, Result};
+use crate::{files::write_atomic, Error, Result};
 
 /// Value of the `format` metadata entry.
 pub const FORMAT: &str = "hydranet-checkpoint/1";
@@ -50,53 +46,6 @@ pub struct Checkpoint {
 fn meta_json<T: Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v)
         .map_err(|e| Error::Config(format!("cannot serialise checkpoint metadata: {e}")))
-}
-
-/// How a file or folder is named in a contract's `training` facts, which ship inside the
-/// ONNX file: a relative path as given, an absolute one as its folder's name and its own
-/// (`/root/runs/swa-b/epoch-003.safetensors` → `swa-b/epoch-003.safetensors`), so a shipped
-/// file carries no folder of the machine that trained it.
-pub fn portable_name(path: &Path) -> String {
-    if !path.is_absolute() {
-        return path.display().to_string();
-    }
-    let tail: Vec<String> = path
-        .components()
-        .rev()
-        .filter_map(|c| match c {
-            std::path::Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
-            _ => None,
-        })
-        .take(2)
-        .collect();
-    tail.into_iter().rev().collect::<Vec<_>>().join("/")
-}
-
-/// Writes `bytes` to `path` atomically: temporary file in the same folder, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp: PathBuf = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
 }
 
 /// Saves model variables (all of `varmap`) and optimiser state to each of `paths` (the
@@ -241,26 +190,4 @@ pub fn apply_weights(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn portable_names_drop_the_machine_s_folders() {
-        assert_eq!(
-            portable_name(Path::new("/root/runs/swa-b/epoch-003.safetensors")),
-            "swa-b/epoch-003.safetensors"
-        );
-        assert_eq!(portable_name(Path::new("/data")), "data");
-        assert_eq!(
-            portable_name(Path::new("../shared/datasets/utkface/UTKFace")),
-            "../shared/datasets/utkface/UTKFace"
-        );
-        assert_eq!(
-            portable_name(Path::new("runs/a/best.safetensors")),
-            "runs/a/best.safetensors"
-        );
-    }
 }

@@ -17,7 +17,7 @@ use models::{decode::decode, metrics::Evaluator, metrics::Report, Contract, Head
 use super::{
     checkpoint::{self, Checkpoint},
     evaluate::outputs_to_rows,
-    loss::{head_loss, is_loss_var},
+    loss::head_loss,
     optim::{Optimizer, OptimizerKind},
     schedule::{lr_at, ScheduleKind},
     setup::{prepare_data, PreparedData},
@@ -26,6 +26,7 @@ use super::{
 use crate::{
     data::{batch::epoch_order, AugmentConfig, Batcher, ImageCache},
     kernels::Kernels,
+    names::{head_prefix, is_loss_var, is_optim_state},
     net::{init, BackboneConfig, HydraNet},
     Error, Result,
 };
@@ -152,10 +153,6 @@ fn validate(
 
 /// A head's tensors by name.
 type HeadWeights = Vec<(String, Tensor)>;
-
-fn head_prefix(name: &str) -> String {
-    format!("heads.{name}.")
-}
 
 fn snapshot(varmap: &VarMap, prefix: &str) -> Result<HeadWeights> {
     let data = varmap
@@ -329,7 +326,7 @@ pub fn finetune(
     // is carried over as loaded: bit-identical by construction.
     let mut out_tensors: HashMap<String, Tensor> = tensors
         .into_iter()
-        .filter(|(n, _)| !n.starts_with("optim.") && !n.starts_with(&prefix))
+        .filter(|(n, _)| !is_optim_state(n) && !n.starts_with(&prefix))
         .collect();
     out_tensors.extend(best_weights);
     checkpoint::save_tensors(out, &contract, &old_config, &state, out_tensors)?;

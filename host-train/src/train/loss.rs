@@ -105,11 +105,6 @@ impl LossCombiner {
     }
 }
 
-/// Whether a variable of this name belongs to the loss rather than the network.
-pub fn is_loss_var(name: &str) -> bool {
-    name.starts_with("loss.")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,15 @@
-//! Everything about training that is not the model: losses, optimisers, schedules,
-//! checkpoints, the run configuration and the loop itself.
+//! Everything about training that is not the model: the run configuration ([`config`]),
+//! the data and network set-up ([`setup`]), losses ([`loss`]), optimisers ([`optim`]),
+//! learning-rate schedules ([`schedule`]), checkpoints ([`checkpoint`]), the run log
+//! ([`log`]), validation ([`evaluate`]), the loop itself ([`trainer`]), and the two ways of
+//! making a model from trained ones: fine-tuning a head ([`finetune`]) and weight
+//! averaging ([`average`]).
 pub mod average;
 pub mod checkpoint;
 pub mod config;
 pub mod evaluate;
 pub mod finetune;
+pub mod log;
 pub mod loss;
 pub mod optim;
 pub mod schedule;

@@ -6,6 +6,8 @@ use candle_core::{backprop::GradStore, Result, Tensor, Var};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
+use crate::names;
+
 /// Which optimiser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -158,9 +160,9 @@ impl Optimizer {
     pub fn state(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         for (i, (name, _)) in self.params.iter().enumerate() {
-            out.push((format!("optim.m.{name}"), self.m[i].clone()));
+            out.push((names::optim_m(name), self.m[i].clone()));
             if let Some(v) = self.v.get(i) {
-                out.push((format!("optim.v.{name}"), v.clone()));
+                out.push((names::optim_v(name), v.clone()));
             }
         }
         out
@@ -182,9 +184,9 @@ impl Optimizer {
                 }
                 t.to_device(var.device())
             };
-            self.m[i] = get(format!("optim.m.{name}"))?;
+            self.m[i] = get(names::optim_m(name))?;
             if self.kind == OptimizerKind::Adamw {
-                self.v[i] = get(format!("optim.v.{name}"))?;
+                self.v[i] = get(names::optim_v(name))?;
             }
         }
         self.steps = steps;

@@ -14,14 +14,16 @@ use models::{
 
 use super::{
     checkpoint::{self, TrainState},
-    loss::{is_loss_var, LossCombiner},
+    loss::LossCombiner,
     optim::{trainable, Optimizer},
     trainer::Trainer,
     TrainConfig,
 };
 use crate::{
     data::ImageCache,
+    files::portable_name,
     kernels::Kernels,
+    names::is_loss_var,
     net::{BackboneConfig, HydraNet},
     Error, Result,
 };
@@ -106,7 +108,7 @@ pub fn build_trainer<'a>(
     let backbone: BackboneConfig = config.backbone.parse().map_err(Error::Config)?;
     contract
         .training
-        .insert("data".into(), checkpoint::portable_name(&config.data));
+        .insert("data".into(), portable_name(&config.data));
     contract
         .training
         .insert("train_samples".into(), data.train.len().to_string());
@@ -144,13 +146,13 @@ pub fn build_trainer<'a>(
         );
         contract
             .training
-            .insert("init_from".into(), checkpoint::portable_name(file));
+            .insert("init_from".into(), portable_name(file));
     }
     let loss = LossCombiner::new(
         config.loss_weighting,
         &config.head_weights,
         contract.heads.len(),
-        VarBuilder::from_varmap(&varmap, DType::F32, &device).pp("loss"),
+        VarBuilder::from_varmap(&varmap, DType::F32, &device).pp(crate::names::LOSS),
     )?;
     let mut optim = Optimizer::new(
         config.optimizer,

@@ -1,8 +1,13 @@
 //! The training loop, apart from the model (as in burn-train): it owns the optimiser, the
 //! schedule, validation, logging and "when to checkpoint"; the checkpoint module owns
-//! "how to save".
+//! "how to save", the run log ([`super::log`]) what a log line holds.
+//!
+//! [`Trainer::run`] is the loop over epochs; each epoch is its steps
+//! (`train_epoch`, which stops early on Ctrl-C or the step limit), each step one
+//! optimiser update (`step`), and `end_epoch` validates, picks the best checkpoint, saves,
+//! logs and prints.
 use std::{
-    io::Write,
+    collections::BTreeMap,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -14,19 +19,22 @@ use std::{
 use candle_core::Device;
 use candle_nn::VarMap;
 use indicatif::{ProgressBar, ProgressStyle};
-use models::Contract;
-use serde_json::json;
+use models::{Contract, HeadSpec};
 
 use super::{
     checkpoint::{self, TrainState},
     evaluate::{evaluate, EvalResult},
+    log::{EpochRecord, Event, RunLog},
     loss::{head_loss, LossCombiner},
     optim::Optimizer,
     schedule::lr_at,
     TrainConfig,
 };
 use crate::{
-    data::{batch::epoch_order, Batcher, ImageCache},
+    data::{
+        batch::{epoch_order, Batch},
+        Batcher, ImageCache,
+    },
     net::HydraNet,
     Error, Result,
 };
@@ -131,201 +139,273 @@ impl Trainer<'_> {
         )
     }
 
-    fn log(&self, record: serde_json::Value) -> Result<()> {
-        let path = self.path("log.jsonl");
-        let io = |source| Error::Io {
-            path: path.clone(),
-            source,
-        };
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io)?;
-        writeln!(f, "{record}").map_err(io)
+    fn log(&self) -> RunLog {
+        RunLog::new(&self.config.out)
     }
 
     /// Runs the remaining epochs.
     pub fn run(&mut self) -> Result<Outcome> {
         let steps = self.steps_per_epoch();
-        let total = (steps * self.config.epochs) as u64;
-        let warmup = (self.config.warmup_epochs * steps as f64).round() as u64;
-        let batcher = Batcher::new(
-            self.train,
-            &self.contract.heads,
-            self.config.augment,
-            self.config.seed,
-        );
+        // The batcher borrows the heads for the whole run while the steps borrow `self`
+        // mutably: a copy of the (small) head list keeps the two apart.
         let heads = self.contract.heads.clone();
-        if self.max_steps.is_some_and(|m| self.state.global_step >= m) {
+        let batcher = Batcher::new(self.train, &heads, self.config.augment, self.config.seed);
+        if self.at_step_limit() {
             return Ok(Outcome::StepLimit);
         }
         while self.state.epoch < self.config.epochs {
             let epoch = self.state.epoch;
-            let order = epoch_order(self.train.len(), self.config.seed, epoch as u64);
-            let bar = ProgressBar::new(steps as u64);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar.set_prefix(format!("{}/{}", epoch + 1, self.config.epochs));
-            bar.set_position(self.state.step_in_epoch as u64);
-            let (t0, mut data_s) = (Instant::now(), 0.0);
-            let mut sums = vec![0.0f64; heads.len() + 1];
-            let first = self.state.step_in_epoch;
-            for step in first..steps {
-                let idx = &order[step * self.config.batch..(step + 1) * self.config.batch];
-                let td = Instant::now();
-                let b = batcher.batch(idx, epoch as u64, true, &self.device)?;
-                data_s += td.elapsed().as_secs_f64();
-                let outs = self.net.forward_t(&b.input, true)?;
-                let losses = heads
-                    .iter()
-                    .zip(&outs)
-                    .zip(&b.targets)
-                    .map(|((h, o), t)| head_loss(h, o, t))
-                    .collect::<candle_core::Result<Vec<_>>>()?;
-                let total_loss = self.loss.combine(&losses)?;
-                let grads = total_loss.backward()?;
-                let lr = lr_at(
-                    self.config.schedule,
-                    self.config.lr,
-                    self.state.global_step,
-                    total,
-                    warmup,
-                );
-                self.optim.step(&grads, lr)?;
-                self.state.global_step += 1;
-                self.state.step_in_epoch = step + 1;
-                let values: Vec<f32> = losses
-                    .iter()
-                    .map(|l| l.to_scalar::<f32>())
-                    .collect::<candle_core::Result<_>>()?;
-                let tl = total_loss.to_scalar::<f32>()?;
-                if !tl.is_finite() {
-                    return Err(Error::Config(format!(
-                        "training loss became {tl} at epoch {} step {}: lower --lr",
-                        epoch + 1,
-                        step + 1
-                    )));
-                }
-                for (s, v) in sums.iter_mut().zip(values.iter().chain([tl].iter())) {
-                    *s += *v as f64;
-                }
-                if self.log_steps {
-                    self.log(json!({
-                        "event": "step",
-                        "epoch": epoch + 1,
-                        "step": step + 1,
-                        "global_step": self.state.global_step,
-                        "lr": lr,
-                        "loss": tl,
-                        "head_losses": heads.iter().map(|h| h.name.clone()).zip(values.iter().copied()).collect::<std::collections::BTreeMap<_, _>>(),
-                    }))?;
-                }
-                let at_limit = self.max_steps.is_some_and(|m| self.state.global_step >= m);
-                let done = (step + 1 - first) as f64;
-                let msg: Vec<String> = heads
-                    .iter()
-                    .zip(&sums)
-                    .map(|(h, s)| format!("{} {:.3}", h.name, s / done))
-                    .collect();
-                bar.set_message(format!("{} lr {lr:.2e}", msg.join(" ")));
-                bar.inc(1);
-                if self.stop.load(Ordering::SeqCst) && step + 1 < steps {
-                    bar.abandon();
-                    self.save(false, false)?;
-                    self.log(
-                        json!({"event": "interrupted", "epoch": epoch + 1, "step": step + 1}),
-                    )?;
-                    return Ok(Outcome::Interrupted);
-                }
-                if at_limit && step + 1 < steps {
-                    bar.abandon();
-                    self.save(false, false)?;
-                    self.log(json!({"event": "max_steps", "epoch": epoch + 1, "step": step + 1, "global_step": self.state.global_step}))?;
-                    return Ok(Outcome::StepLimit);
-                }
-            }
-            bar.finish_and_clear();
-            let seconds = t0.elapsed().as_secs_f64();
-            let ran = (steps - first).max(1) as f64;
-            let stats = EpochStats {
-                epoch: epoch + 1,
-                train_head_losses: sums[..heads.len()].iter().map(|s| s / ran).collect(),
-                train_loss: sums[heads.len()] / ran,
-                seconds,
-                data_seconds: data_s,
-                img_per_s: ran * self.config.batch as f64 / seconds,
+            let stats = match self.train_epoch(&batcher, steps)? {
+                Ok(stats) => stats,
+                Err(stopped) => return Ok(stopped),
             };
-            self.state.epoch += 1;
-            self.state.step_in_epoch = 0;
-            let tv = Instant::now();
-            let val = if self.val.is_empty() {
-                None
-            } else {
-                Some(evaluate(
-                    &self.net,
-                    self.val,
-                    &heads,
-                    self.config.batch.max(64),
-                    &self.device,
-                )?)
-            };
-            let val_seconds = tv.elapsed().as_secs_f64();
-            let best = match &val {
-                Some(v) if self.state.best_val_loss.is_none_or(|b| v.loss < b) => {
-                    self.state.best_val_loss = Some(v.loss);
-                    self.state.best_epoch = Some(epoch + 1);
-                    true
-                }
-                None => true,
-                _ => false,
-            };
-            self.save(best, true)?;
-            let record = json!({
-                "epoch": stats.epoch,
-                "train_loss": stats.train_loss,
-                "train_head_losses": heads.iter().map(|h| h.name.clone()).zip(stats.train_head_losses.iter().copied()).collect::<std::collections::BTreeMap<_, _>>(),
-                "val_loss": val.as_ref().map(|v| v.loss),
-                "val": val.as_ref().map(|v| v.report.summary()),
-                "loss_weights": self.loss.effective_weights()?,
-                "epoch_seconds": stats.seconds,
-                "data_seconds": stats.data_seconds,
-                "data_share": stats.data_seconds / stats.seconds.max(1e-9),
-                "val_seconds": val_seconds,
-                "img_per_s": stats.img_per_s,
-                "best": best,
-            });
-            self.log(record)?;
-            if self.verbose {
-                println!(
-                    "epoch {}/{}: train loss {:.4} | {:.0} img/s, {:.1} s (data {:.1}%) | val {}{}",
-                    stats.epoch,
-                    self.config.epochs,
-                    stats.train_loss,
-                    stats.img_per_s,
-                    stats.seconds,
-                    100.0 * stats.data_seconds / stats.seconds.max(1e-9),
-                    val.as_ref()
-                        .map(|v| format!("loss {:.4} {}", v.loss, v.report.one_line()))
-                        .unwrap_or_else(|| "-".into()),
-                    if best { " *best" } else { "" },
-                );
-            }
-            self.history.push((stats, val));
+            self.end_epoch(stats)?;
             if self.stop.load(Ordering::SeqCst) && self.state.epoch < self.config.epochs {
                 return Ok(Outcome::Interrupted);
             }
-            if self.max_steps.is_some_and(|m| self.state.global_step >= m)
-                && self.state.epoch < self.config.epochs
-            {
-                self.log(json!({"event": "max_steps", "epoch": epoch + 1, "step": steps, "global_step": self.state.global_step}))?;
+            if self.at_step_limit() && self.state.epoch < self.config.epochs {
+                self.log().event(&Event::MaxSteps {
+                    epoch: epoch + 1,
+                    step: steps,
+                    global_step: self.state.global_step,
+                })?;
                 return Ok(Outcome::StepLimit);
             }
         }
         Ok(Outcome::Finished)
+    }
+
+    fn at_step_limit(&self) -> bool {
+        self.max_steps.is_some_and(|m| self.state.global_step >= m)
+    }
+
+    /// The rest of the current epoch's steps: its stats, or how the run stopped inside it
+    /// (saved and logged).
+    fn train_epoch(
+        &mut self,
+        batcher: &Batcher<'_>,
+        steps: usize,
+    ) -> Result<std::result::Result<EpochStats, Outcome>> {
+        let epoch = self.state.epoch;
+        let heads = self.contract.heads.clone();
+        let order = epoch_order(self.train.len(), self.config.seed, epoch as u64);
+        let bar = EpochBar::new(epoch, self.config.epochs, steps, self.state.step_in_epoch);
+        let (t0, mut data_s) = (Instant::now(), 0.0);
+        // Per head, then the combined loss.
+        let mut sums = vec![0.0f64; heads.len() + 1];
+        let first = self.state.step_in_epoch;
+        for step in first..steps {
+            let idx = &order[step * self.config.batch..(step + 1) * self.config.batch];
+            let td = Instant::now();
+            let b = batcher.batch(idx, epoch as u64, true, &self.device)?;
+            data_s += td.elapsed().as_secs_f64();
+            let out = self.step(&b, &heads, steps)?;
+            self.state.step_in_epoch = step + 1;
+            if !out.loss.is_finite() {
+                return Err(Error::Config(format!(
+                    "training loss became {} at epoch {} step {}: lower --lr",
+                    out.loss,
+                    epoch + 1,
+                    step + 1
+                )));
+            }
+            for (s, v) in sums
+                .iter_mut()
+                .zip(out.head_losses.iter().chain([out.loss].iter()))
+            {
+                *s += *v as f64;
+            }
+            if self.log_steps {
+                self.log().event(&Event::Step {
+                    epoch: epoch + 1,
+                    step: step + 1,
+                    global_step: self.state.global_step,
+                    lr: out.lr,
+                    loss: out.loss,
+                    head_losses: named(&heads, out.head_losses.iter().copied()),
+                })?;
+            }
+            bar.update(&heads, &sums, (step + 1 - first) as f64, out.lr);
+            let stopped = if self.stop.load(Ordering::SeqCst) {
+                Some(Outcome::Interrupted)
+            } else if self.at_step_limit() {
+                Some(Outcome::StepLimit)
+            } else {
+                None
+            };
+            if let Some(outcome) = stopped.filter(|_| step + 1 < steps) {
+                bar.abandon();
+                self.save(false, false)?;
+                self.log().event(&match outcome {
+                    Outcome::Interrupted => Event::Interrupted {
+                        epoch: epoch + 1,
+                        step: step + 1,
+                    },
+                    _ => Event::MaxSteps {
+                        epoch: epoch + 1,
+                        step: step + 1,
+                        global_step: self.state.global_step,
+                    },
+                })?;
+                return Ok(Err(outcome));
+            }
+        }
+        bar.finish();
+        let seconds = t0.elapsed().as_secs_f64();
+        let ran = (steps - first).max(1) as f64;
+        Ok(Ok(EpochStats {
+            epoch: epoch + 1,
+            train_head_losses: sums[..heads.len()].iter().map(|s| s / ran).collect(),
+            train_loss: sums[heads.len()] / ran,
+            seconds,
+            data_seconds: data_s,
+            img_per_s: ran * self.config.batch as f64 / seconds,
+        }))
+    }
+
+    /// One optimiser step on batch `b`.
+    fn step(&mut self, b: &Batch, heads: &[HeadSpec], steps: usize) -> Result<StepOutput> {
+        let total = (steps * self.config.epochs) as u64;
+        let warmup = (self.config.warmup_epochs * steps as f64).round() as u64;
+        let outs = self.net.forward_t(&b.input, true)?;
+        let losses = heads
+            .iter()
+            .zip(&outs)
+            .zip(&b.targets)
+            .map(|((h, o), t)| head_loss(h, o, t))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let total_loss = self.loss.combine(&losses)?;
+        let grads = total_loss.backward()?;
+        let lr = lr_at(
+            self.config.schedule,
+            self.config.lr,
+            self.state.global_step,
+            total,
+            warmup,
+        );
+        self.optim.step(&grads, lr)?;
+        self.state.global_step += 1;
+        let head_losses = losses
+            .iter()
+            .map(|l| l.to_scalar::<f32>())
+            .collect::<candle_core::Result<_>>()?;
+        Ok(StepOutput {
+            head_losses,
+            loss: total_loss.to_scalar::<f32>()?,
+            lr,
+        })
+    }
+
+    /// After an epoch's steps: validation, the best-checkpoint choice, the checkpoints,
+    /// the log record and the printed line.
+    fn end_epoch(&mut self, stats: EpochStats) -> Result<()> {
+        let heads = self.contract.heads.clone();
+        self.state.epoch += 1;
+        self.state.step_in_epoch = 0;
+        let tv = Instant::now();
+        let val = if self.val.is_empty() {
+            None
+        } else {
+            Some(evaluate(
+                &self.net,
+                self.val,
+                &heads,
+                self.config.batch.max(64),
+                &self.device,
+            )?)
+        };
+        let val_seconds = tv.elapsed().as_secs_f64();
+        let best = match &val {
+            Some(v) if self.state.best_val_loss.is_none_or(|b| v.loss < b) => {
+                self.state.best_val_loss = Some(v.loss);
+                self.state.best_epoch = Some(stats.epoch);
+                true
+            }
+            None => true,
+            _ => false,
+        };
+        self.save(best, true)?;
+        self.log().epoch(&EpochRecord {
+            best,
+            data_seconds: Some(stats.data_seconds),
+            data_share: Some(stats.data_seconds / stats.seconds.max(1e-9)),
+            epoch: stats.epoch,
+            epoch_seconds: Some(stats.seconds),
+            img_per_s: Some(stats.img_per_s),
+            loss_weights: self.loss.effective_weights()?,
+            train_head_losses: named(&heads, stats.train_head_losses.iter().copied()),
+            train_loss: Some(stats.train_loss),
+            val: val
+                .as_ref()
+                .and_then(|v| v.report.summary().as_object().cloned()),
+            val_loss: val.as_ref().map(|v| v.loss),
+            val_seconds: Some(val_seconds),
+        })?;
+        if self.verbose {
+            println!(
+                "epoch {}/{}: train loss {:.4} | {:.0} img/s, {:.1} s (data {:.1}%) | val {}{}",
+                stats.epoch,
+                self.config.epochs,
+                stats.train_loss,
+                stats.img_per_s,
+                stats.seconds,
+                100.0 * stats.data_seconds / stats.seconds.max(1e-9),
+                val.as_ref()
+                    .map(|v| format!("loss {:.4} {}", v.loss, v.report.one_line()))
+                    .unwrap_or_else(|| "-".into()),
+                if best { " *best" } else { "" },
+            );
+        }
+        self.history.push((stats, val));
+        Ok(())
+    }
+}
+
+/// What one optimiser step reports.
+struct StepOutput {
+    /// Loss per head.
+    head_losses: Vec<f32>,
+    /// Combined loss.
+    loss: f32,
+    /// Learning rate used.
+    lr: f64,
+}
+
+/// Values keyed by head name, as the log has them.
+fn named<T>(heads: &[HeadSpec], values: impl Iterator<Item = T>) -> BTreeMap<String, T> {
+    heads.iter().map(|h| h.name.clone()).zip(values).collect()
+}
+
+/// The progress bar of one epoch: running mean loss per head and the learning rate.
+struct EpochBar(ProgressBar);
+
+impl EpochBar {
+    fn new(epoch: usize, epochs: usize, steps: usize, done: usize) -> Self {
+        let bar = ProgressBar::new(steps as u64);
+        bar.set_style(
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(format!("{}/{}", epoch + 1, epochs));
+        bar.set_position(done as u64);
+        Self(bar)
+    }
+
+    fn update(&self, heads: &[HeadSpec], sums: &[f64], done: f64, lr: f64) {
+        let msg: Vec<String> = heads
+            .iter()
+            .zip(sums)
+            .map(|(h, s)| format!("{} {:.3}", h.name, s / done))
+            .collect();
+        self.0.set_message(format!("{} lr {lr:.2e}", msg.join(" ")));
+        self.0.inc(1);
+    }
+
+    fn abandon(&self) {
+        self.0.abandon();
+    }
+
+    fn finish(&self) {
+        self.0.finish_and_clear();
     }
 }

@@ -14,8 +14,8 @@ use std::path::Path;
 use candle_core::Device;
 use edge_runtime::{Engine, Int8Kernel, LoadOptions};
 use host_train::{
-    export::{import::load_onnx, QuantForm},
-    quant::{export_int8, Int8Request, Method},
+    export::{export_int8, import::load_onnx, Int8Request, QuantForm},
+    quant::Method,
 };
 use hydranet_fixture::{utkface_dir, Fixture};
 use models::{decode::decode, preprocess::preprocess, HeadOutput};

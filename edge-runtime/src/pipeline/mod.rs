@@ -1,4 +1,5 @@
-//! Capture thread → inference → output.
+//! Capture thread → inference → output: `capture` fills frames, `step` runs one frame
+//! through the network, and [`run`] wires them with the queues and reports.
 //!
 //! The capture thread owns the source and never waits for inference: finished frames go
 //! through a fixed-capacity lock-free queue (`heapless::spsc::Queue`), and empty buffers come
@@ -19,12 +20,16 @@ use std::{
 
 use heapless::spsc::Queue;
 use models::{
-    decode::decode,
-    preprocess::preprocess_region_into,
-    smooth::{SmoothConfig, Smoothed, Smoother},
+    smooth::{SmoothConfig, Smoothed},
     GuideBox, Prediction, Region,
 };
 use serde::Serialize;
+
+mod capture;
+mod step;
+
+use capture::Capture;
+use step::FrameStep;
 
 use crate::{
     source::{Frame, FrameSource, SourceError},
@@ -189,22 +194,11 @@ pub struct Report {
     pub ended: String,
 }
 
-fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
-    let end = Instant::now() + d;
-    while !stop.load(Relaxed) {
-        let now = Instant::now();
-        if now >= end {
-            break;
-        }
-        thread::sleep((end - now).min(Duration::from_millis(50)));
-    }
-}
-
 /// Runs the pipeline until the source ends, `stop` is set, the sink breaks or
 /// `max_frames` are processed. `open` is called for the first open and every reopen.
 /// An unrecoverable source error is returned after the frames already captured are done.
 pub fn run<O, S>(
-    mut open: O,
+    open: O,
     engine: &Engine,
     config: &Config,
     status: &Status,
@@ -221,122 +215,32 @@ where
             engine.batch()
         )));
     }
-    let contract = engine.contract();
-    let spec = &contract.preprocess;
-    let mut smoother = Smoother::new(&contract.heads, config.smoothing)
-        .map_err(|e| PipelineError::Config(e.to_string()))?;
+    let mut step = FrameStep::new(engine, config)?;
     let mut ready: Queue<Frame, READY_SLOTS> = Queue::new();
     let mut free: Queue<Frame, FREE_SLOTS> = Queue::new();
-    let (mut ready_tx, mut ready_rx) = ready.split();
-    let (mut free_tx, mut free_rx) = free.split();
+    let (ready_tx, mut ready_rx) = ready.split();
+    let (mut free_tx, free_rx) = free.split();
     for _ in 0..SPARE_FRAMES {
         // Cannot fail: the free queue holds every buffer there is.
         let _ = free_tx.enqueue(Frame::default());
     }
     let capture_done = AtomicBool::new(false);
     let fatal: Mutex<Option<SourceError>> = Mutex::new(None);
-    let consumer = thread::current();
 
     thread::scope(|scope| {
-        let capture = scope.spawn(|| {
-            let mut frame = Frame::default();
-            let mut source: Option<Box<dyn FrameSource>> = None;
-            let mut backoff = config.retry_initial;
-            let mut seq = 0u64;
-            let mut failed_once = false;
-            let fail = |e: SourceError, backoff: &mut Duration| -> bool {
-                status.source_ok.store(false, Relaxed);
-                if let Ok(mut last) = status.last_error.lock() {
-                    *last = Some(e.to_string());
-                }
-                let ended = matches!(e, SourceError::Ended { .. });
-                if !(e.is_retryable() || (config.keep_trying && !ended)) {
-                    if !ended {
-                        tracing::error!("{e}");
-                    }
-                    if let Ok(mut f) = fatal.lock() {
-                        *f = Some(e);
-                    }
-                    return false;
-                }
-                tracing::warn!("{e}; retrying in {:.2} s", backoff.as_secs_f32());
-                sleep_unless_stopped(*backoff, stop);
-                *backoff = (*backoff * 2).min(config.retry_max);
-                true
-            };
-            while !stop.load(Relaxed) {
-                if source.is_none() {
-                    match open() {
-                        Ok(s) => {
-                            if failed_once {
-                                status.reconnects.fetch_add(1, Relaxed);
-                            }
-                            tracing::info!("source: {}", s.describe());
-                            if let Ok(mut d) = status.source.lock() {
-                                *d = Some(s.describe());
-                            }
-                            source = Some(s);
-                        }
-                        Err(e) => {
-                            failed_once = true;
-                            if fail(e, &mut backoff) {
-                                continue;
-                            }
-                            break;
-                        }
-                    }
-                }
-                let Some(src) = source.as_mut() else {
-                    continue;
-                };
-                match src.next_frame(&mut frame) {
-                    Ok(()) => {
-                        status.source_ok.store(true, Relaxed);
-                        backoff = config.retry_initial;
-                        frame.seq = seq;
-                        seq += 1;
-                        status.captured.fetch_add(1, Relaxed);
-                        if !src.is_live() {
-                            // On demand: make the next frame only once inference has
-                            // taken the last one (one frame ahead: capture overlaps
-                            // inference, and no frame is made to be dropped).
-                            while !stop.load(Relaxed) {
-                                if ready_tx.is_empty() && free_rx.ready() {
-                                    break;
-                                }
-                                thread::park_timeout(Duration::from_millis(20));
-                            }
-                        }
-                        // Only this thread enqueues, so a ready queue with room stays so.
-                        if !ready_tx.ready() {
-                            status.dropped.fetch_add(1, Relaxed);
-                            continue;
-                        }
-                        let Some(spare) = free_rx.dequeue() else {
-                            status.dropped.fetch_add(1, Relaxed);
-                            continue;
-                        };
-                        let full = std::mem::replace(&mut frame, spare);
-                        if let Err(back) = ready_tx.enqueue(full) {
-                            frame = back;
-                        }
-                        consumer.unpark();
-                    }
-                    Err(e) => {
-                        source = None;
-                        failed_once = true;
-                        if !fail(e, &mut backoff) {
-                            break;
-                        }
-                    }
-                }
-            }
-            capture_done.store(true, Relaxed);
-            consumer.unpark();
-        });
+        let capture = Capture {
+            open,
+            config,
+            status,
+            stop,
+            ready: ready_tx,
+            free: free_rx,
+            consumer: thread::current(),
+            fatal: &fatal,
+            done: &capture_done,
+        };
+        let capture = scope.spawn(move || capture.run());
 
-        let mut input = vec![0f32; spec.input_len()];
-        let mut canvas = Vec::new();
         let mut totals = [Duration::ZERO; 4];
         let mut first: Option<Instant> = None;
         let mut processed = 0u64;
@@ -371,58 +275,31 @@ where
             if reconnects != reconnects_seen {
                 // A reopened camera may point elsewhere: old frames say nothing now.
                 reconnects_seen = reconnects;
-                smoother.reset();
+                step.reset();
             }
-            let step = (|| -> Result<ControlFlow<()>, PipelineError> {
-                let t0 = Instant::now();
-                let region = config.guide.region(frame.width, frame.height, spec);
-                preprocess_region_into(
-                    &frame.rgb,
-                    frame.width,
-                    frame.height,
-                    region,
-                    spec,
-                    &mut canvas,
-                    &mut input,
-                )
-                .map_err(|e| PipelineError::Frame(e.to_string()))?;
-                let t1 = Instant::now();
-                let raw = engine.run_raw(&input).map_err(PipelineError::Engine)?;
-                let t2 = Instant::now();
-                let per: Vec<&[f32]> = raw.iter().map(|h| h[0].as_slice()).collect();
-                let prediction = decode(&contract.heads, &per)
-                    .map_err(|e| PipelineError::Frame(e.to_string()))?;
-                let smoothed = smoother
-                    .push(&prediction)
-                    .map_err(|e| PipelineError::Frame(e.to_string()))?;
-                let times = StageTimes {
-                    capture: frame.capture_time,
-                    preprocess: t1 - t0,
-                    inference: t2 - t1,
-                    output: t2.elapsed(),
-                };
-                for (t, d) in totals.iter_mut().zip([
-                    times.capture,
-                    times.preprocess,
-                    times.inference,
-                    times.output,
-                ]) {
-                    *t += d;
+            let flow = step.run(&frame).map(|answer| {
+                let t = answer.times;
+                for (total, d) in
+                    totals
+                        .iter_mut()
+                        .zip([t.capture, t.preprocess, t.inference, t.output])
+                {
+                    *total += d;
                 }
-                Ok(sink.frame(&Processed {
+                sink.frame(&Processed {
                     frame: &frame,
-                    region,
-                    raw: &prediction,
-                    smoothed: &smoothed,
-                    times,
-                }))
-            })();
+                    region: answer.region,
+                    raw: &answer.raw,
+                    smoothed: &answer.smoothed,
+                    times: t,
+                })
+            });
             let _ = free_tx.enqueue(frame);
             capture.thread().unpark();
             first.get_or_insert_with(Instant::now);
             processed += 1;
             status.processed.fetch_add(1, Relaxed);
-            match step {
+            match flow {
                 Ok(ControlFlow::Continue(())) => {}
                 Ok(ControlFlow::Break(())) => {
                     ended = "the output asked to stop".into();
@@ -491,9 +368,9 @@ pub enum PipelineError {
     /// The model failed on a frame.
     #[error(transparent)]
     Engine(crate::Error),
-    /// A frame could not be prepared or decoded.
+    /// A frame could not be prepared, or the network's answer not decoded or smoothed.
     #[error("frame: {0}")]
-    Frame(String),
+    Frame(#[from] models::Error),
     /// The configuration is invalid.
     #[error("pipeline configuration: {0}")]
     Config(String),
