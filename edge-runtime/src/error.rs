@@ -44,6 +44,14 @@ pub enum Error {
         /// tract's error chain.
         reason: String,
     },
+    /// The ONNX file is not a face detector this build runs.
+    #[error("{path} is not a BlazeFace face detector: {reason}")]
+    NotDetector {
+        /// The file.
+        path: PathBuf,
+        /// The mismatch.
+        reason: String,
+    },
     /// Input of the wrong size.
     #[error("input has {got} values, the model takes {expected} per batch")]
     InputSize {

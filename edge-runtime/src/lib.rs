@@ -3,6 +3,7 @@
 //! The file carries its contract in `metadata_props`; the runtime needs nothing else.
 //!
 //! - [`engine`]: loads the file (load-time graph rewrites included) and runs it;
+//! - [`detect`]: the face detector (BlazeFace) that finds the faces the engine reads;
 //! - [`qconv`]: the integer convolution that the engine fuses QDQ chains into;
 //! - `dequant` (private): constant `DequantizeLinear`s folded into float weights at load;
 //! - [`source`]: frame sources (V4L2 cameras, image folders and sequences, a test pattern);
@@ -12,6 +13,7 @@
 //! - [`stats`]: the latency statistics `bench` prints;
 //! - [`error`]: the error type.
 mod dequant;
+pub mod detect;
 pub mod engine;
 pub mod error;
 #[cfg(feature = "kiosk")]

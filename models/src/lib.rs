@@ -4,7 +4,8 @@
 //! labels ([`heads`]), the one preprocessing function ([`preprocess`]), the decoding of raw
 //! head outputs into typed predictions ([`decode`]), the versioned contract that travels in
 //! an ONNX file's `metadata_props` ([`contract`]), temporal smoothing of live answers
-//! ([`smooth`]), the values of ONNX tensors as both sides read them ([`tensor`]), data set
+//! ([`smooth`]), face detections decoded and followed across frames ([`detect`], [`track`]),
+//! the values of ONNX tensors as both sides read them ([`tensor`]), data set
 //! readers ([`dataset`]), the metrics both sides report ([`metrics`]) and the error type
 //! ([`error`]).
 //!
@@ -32,6 +33,7 @@ pub mod contract;
 #[cfg(feature = "std")]
 pub mod dataset;
 pub mod decode;
+pub mod detect;
 pub mod error;
 pub mod heads;
 #[cfg(feature = "std")]
@@ -39,6 +41,7 @@ pub mod metrics;
 pub mod preprocess;
 pub mod smooth;
 pub mod tensor;
+pub mod track;
 
 pub use contract::{Calibration, Contract, Quantization, CONTRACT_VERSION};
 pub use decode::{HeadOutput, Prediction};

@@ -49,7 +49,8 @@ pub struct PreprocessSpec {
     pub height: u32,
     /// Channel order of the input tensor; always `RGB` in this version.
     pub channel_order: String,
-    /// Tensor layout; always `NCHW` in this version.
+    /// Tensor layout: `NCHW` (planar, a HydraNet's contract) or `NHWC` (interleaved, the
+    /// face detector's input).
     pub layout: String,
     /// Per-channel mean subtracted after scaling pixels to `[0, 1]`.
     pub mean: [f32; 3],
@@ -71,6 +72,17 @@ impl PreprocessSpec {
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
             resize: ResizeFilter::Bilinear,
+        }
+    }
+
+    /// The face detector's input (MediaPipe BlazeFace): square `size`, NHWC, RGB scaled
+    /// to [-1, 1], bilinear resize.
+    pub fn blazeface(size: u32) -> Self {
+        Self {
+            layout: "NHWC".into(),
+            mean: [0.5; 3],
+            std: [0.5; 3],
+            ..Self::new(size)
         }
     }
 
@@ -121,8 +133,8 @@ pub fn resize_rgb(img: &DynamicImage, spec: &PreprocessSpec) -> RgbImage {
     }
 }
 
-/// Normalises interleaved RGB8 pixels (`height * width * 3`, row-major) into planar CHW
-/// `f32`: `(p / 255 - mean[c]) / std[c]`.
+/// Normalises interleaved RGB8 pixels (`height * width * 3`, row-major) into `f32`
+/// `(p / 255 - mean[c]) / std[c]`: planar CHW, or interleaved HWC for an `NHWC` spec.
 pub fn normalize_hwc_into(pixels: &[u8], spec: &PreprocessSpec, out: &mut [f32]) -> Result<()> {
     let plane = spec.width as usize * spec.height as usize;
     if pixels.len() != plane * 3 {
@@ -137,10 +149,17 @@ pub fn normalize_hwc_into(pixels: &[u8], spec: &PreprocessSpec, out: &mut [f32])
             got: out.len(),
         });
     }
-    let (r, rest) = out.split_at_mut(plane);
-    let (g, b) = rest.split_at_mut(plane);
     let scale = spec.std.map(|s| 1.0 / (255.0 * s));
     let shift = [0, 1, 2].map(|c| spec.mean[c] / spec.std[c]);
+    if spec.layout == "NHWC" {
+        for (i, (v, &p)) in out.iter_mut().zip(pixels).enumerate() {
+            let c = i % 3;
+            *v = p as f32 * scale[c] - shift[c];
+        }
+        return Ok(());
+    }
+    let (r, rest) = out.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
     for (i, px) in pixels.chunks_exact(3).enumerate() {
         r[i] = px[0] as f32 * scale[0] - shift[0];
         g[i] = px[1] as f32 * scale[1] - shift[1];
@@ -258,6 +277,55 @@ impl GuideBox {
     }
 }
 
+/// Where a region lands in the network input when letterboxed: scaled by `scale_x` /
+/// `scale_y` (equal but for rounding) to `width x height`, at `offset_x, offset_y`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Letterbox {
+    /// The region of the frame.
+    pub region: Region,
+    /// Input pixels per frame pixel, across.
+    pub scale_x: f32,
+    /// Input pixels per frame pixel, down.
+    pub scale_y: f32,
+    /// The region's size in the input.
+    pub width: u32,
+    /// The region's size in the input.
+    pub height: u32,
+    /// Left margin in the input.
+    pub offset_x: u32,
+    /// Top margin in the input.
+    pub offset_y: u32,
+}
+
+impl Letterbox {
+    /// A point of the network input, in frame pixels.
+    pub fn to_frame(&self, x: f32, y: f32) -> (f32, f32) {
+        (
+            self.region.x as f32 + (x - self.offset_x as f32) / self.scale_x,
+            self.region.y as f32 + (y - self.offset_y as f32) / self.scale_y,
+        )
+    }
+}
+
+/// How [`preprocess_region_into`] places `region` in the spec's input: as large as fits,
+/// aspect ratio kept, centred.
+pub fn letterbox(region: Region, spec: &PreprocessSpec) -> Letterbox {
+    let (tw, th) = (spec.width, spec.height);
+    let (rw, rh) = (region.width.max(1), region.height.max(1));
+    let fit = (tw as f32 / rw as f32).min(th as f32 / rh as f32);
+    let fw = (libm::roundf(rw as f32 * fit) as u32).clamp(1, tw.max(1));
+    let fh = (libm::roundf(rh as f32 * fit) as u32).clamp(1, th.max(1));
+    Letterbox {
+        region,
+        scale_x: fw as f32 / rw as f32,
+        scale_y: fh as f32 / rh as f32,
+        width: fw,
+        height: fh,
+        offset_x: (tw - fw) / 2,
+        offset_y: (th - fh) / 2,
+    }
+}
+
 #[cfg(feature = "std")]
 /// The preprocessing function for a region of an interleaved RGB8 frame (a camera frame):
 /// the region is letterboxed into the input size (resized with the spec's filter, keeping
@@ -289,10 +357,8 @@ pub fn preprocess_region_into(
         )));
     }
     let (tw, th) = (spec.width, spec.height);
-    let fit = (tw as f32 / region.width as f32).min(th as f32 / region.height as f32);
-    let fw = ((region.width as f32 * fit).round() as u32).clamp(1, tw);
-    let fh = ((region.height as f32 * fit).round() as u32).clamp(1, th);
-    let (ox, oy) = ((tw - fw) / 2, (th - fh) / 2);
+    let fit = letterbox(region, spec);
+    let (fw, fh, ox, oy) = (fit.width, fit.height, fit.offset_x, fit.offset_y);
     let pad = [0, 1, 2].map(|c| (spec.mean[c] * 255.0).round() as u8);
     canvas.clear();
     for _ in 0..tw as usize * th as usize {

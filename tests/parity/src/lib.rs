@@ -16,6 +16,12 @@ pub fn python() -> PathBuf {
     home.join(".cache/hydranet-edge/venv/bin/python")
 }
 
+/// Runs `tests/parity/ort_run.py` on any model (the face detector) with `inputs` of
+/// `shape`, one case at a time. Returns `{"outputs": {name: [[..] per case]}}`.
+pub fn onnxruntime_run(model: &Path, inputs: &[Vec<f32>], shape: &[usize]) -> serde_json::Value {
+    judge("ort_run.py", model, inputs, shape)
+}
+
 /// Runs `tests/parity/ort_check.py` on `model` with `inputs` (one flat input per case).
 /// Returns its JSON answer: `{"outputs": {head: [[..] per case]}, "batched": {...},
 /// "metadata": {...}, "checker": "ok"}`.
@@ -24,6 +30,10 @@ pub fn onnxruntime_outputs(
     inputs: &[Vec<f32>],
     shape: [usize; 4],
 ) -> serde_json::Value {
+    judge("ort_check.py", model, inputs, &shape)
+}
+
+fn judge(script: &str, model: &Path, inputs: &[Vec<f32>], shape: &[usize]) -> serde_json::Value {
     let py = python();
     assert!(
         py.exists(),
@@ -38,9 +48,9 @@ pub fn onnxruntime_outputs(
         serde_json::json!({"shape": shape, "inputs": inputs}).to_string(),
     )
     .unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("ort_check.py");
+    let script_path = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
     let status = Command::new(&py)
-        .arg(&script)
+        .arg(&script_path)
         .arg(model)
         .arg(&inp)
         .arg(&out)
@@ -48,7 +58,7 @@ pub fn onnxruntime_outputs(
         .unwrap();
     assert!(
         status.status.success(),
-        "ort_check.py failed on {}:\n{}{}",
+        "{script} failed on {}:\n{}{}",
         model.display(),
         String::from_utf8_lossy(&status.stdout),
         String::from_utf8_lossy(&status.stderr)
