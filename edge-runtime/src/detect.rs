@@ -24,7 +24,10 @@ use tract_onnx::{
     prelude::*,
 };
 
-use crate::{Error, Result};
+use crate::{
+    engine::{data_inputs, dims_of},
+    Error, Result,
+};
 
 /// Gives every `ConstantOfShape` without a `value` the one ONNX defines (a float32 zero
 /// of one element). Returns how many nodes it changed.
@@ -68,18 +71,9 @@ pub struct DetectBuffers {
     input: Vec<f32>,
 }
 
+/// A tensor's dimensions when every one is fixed.
 fn shape_of(v: &pb::ValueInfoProto) -> Option<Vec<i64>> {
-    use pb::{tensor_shape_proto::dimension::Value, type_proto::Value as T};
-    let T::TensorType(t) = v.r#type.as_ref()?.value.as_ref()?;
-    t.shape
-        .as_ref()?
-        .dim
-        .iter()
-        .map(|d| match d.value {
-            Some(Value::DimValue(n)) => Some(n),
-            _ => None,
-        })
-        .collect()
+    dims_of(v)?.into_iter().collect()
 }
 
 impl Detector {
@@ -108,13 +102,7 @@ impl Detector {
             .filter(|g| !g.node.is_empty())
             .ok_or_else(|| not("no graph".into()))?;
         fill_constant_of_shape(graph);
-        let initialisers: std::collections::HashSet<&str> =
-            graph.initializer.iter().map(|t| t.name.as_str()).collect();
-        let inputs: Vec<&pb::ValueInfoProto> = graph
-            .input
-            .iter()
-            .filter(|i| !initialisers.contains(i.name.as_str()))
-            .collect();
+        let inputs = data_inputs(graph);
         let [input] = inputs.as_slice() else {
             return Err(not(format!(
                 "expected one image input, found {}",

@@ -40,7 +40,19 @@ pub struct Engine {
     fused: crate::qconv::Fused,
 }
 
-fn dims_of(v: &pb::ValueInfoProto) -> Option<Vec<Option<i64>>> {
+/// The graph's inputs that are not initialisers: what a caller feeds.
+pub(crate) fn data_inputs(graph: &pb::GraphProto) -> Vec<&pb::ValueInfoProto> {
+    let initialisers: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    graph
+        .input
+        .iter()
+        .filter(|i| !initialisers.contains(i.name.as_str()))
+        .collect()
+}
+
+/// A tensor's dimensions (`None` for a symbolic one).
+pub(crate) fn dims_of(v: &pb::ValueInfoProto) -> Option<Vec<Option<i64>>> {
     use pb::{tensor_shape_proto::dimension::Value, type_proto::Value as T};
     let T::TensorType(t) = v.r#type.as_ref()?.value.as_ref()?;
     Some(
@@ -147,13 +159,7 @@ impl Engine {
             path: path.into(),
             reason,
         };
-        let initialisers: std::collections::HashSet<&str> =
-            graph.initializer.iter().map(|t| t.name.as_str()).collect();
-        let inputs: Vec<&pb::ValueInfoProto> = graph
-            .input
-            .iter()
-            .filter(|i| !initialisers.contains(i.name.as_str()))
-            .collect();
+        let inputs = data_inputs(graph);
         let [input] = inputs.as_slice() else {
             return Err(not(format!(
                 "expected one image input, found {}",
