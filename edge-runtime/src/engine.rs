@@ -29,11 +29,14 @@ pub struct LoadOptions {
     pub int8_kernel: Int8Kernel,
 }
 
-/// A loaded HydraNet: its contract and a tract plan for a fixed batch size.
+/// A loaded HydraNet: its contract and a tract plan for a fixed batch size, plus plans for
+/// other batch sizes when it runs a variable number of faces per frame.
 pub struct Engine {
     contract: Contract,
     plan: Arc<TypedRunnableModel>,
     batch: usize,
+    /// More plans, by batch size, ascending ([`Engine::load_for_faces`]).
+    more: Vec<(usize, Arc<TypedRunnableModel>)>,
     path: PathBuf,
     /// `order[h]`: position of head `h`'s output among the plan's outputs.
     order: Vec<usize>,
@@ -116,7 +119,7 @@ impl Engine {
             })?;
             decode_proto(&bytes, path)?
         };
-        Self::from_proto(proto, path, batch, options)
+        Self::from_proto(proto, path, &[batch], options)
     }
 
     /// As [`Engine::load`], from bytes already read; `path` is used in messages.
@@ -124,18 +127,36 @@ impl Engine {
         Self::from_proto(
             decode_proto(bytes, path)?,
             path,
-            batch,
+            &[batch],
             LoadOptions::default(),
         )
+    }
+
+    /// Loads `path` for up to `max_faces` crops per run: plans for batches of 1, 2, 4, …
+    /// up to the first power of two that holds `max_faces`, so a frame's faces go through
+    /// as one batch padded by less than half. [`Engine::batch`] is 1.
+    pub fn load_for_faces(path: &Path, max_faces: usize, options: LoadOptions) -> Result<Self> {
+        let mut sizes = vec![1];
+        while sizes[sizes.len() - 1] < max_faces.max(1) {
+            sizes.push(sizes[sizes.len() - 1] * 2);
+        }
+        let proto = {
+            let bytes = std::fs::read(path).map_err(|source| Error::Io {
+                path: path.into(),
+                source,
+            })?;
+            decode_proto(&bytes, path)?
+        };
+        Self::from_proto(proto, path, &sizes, options)
     }
 
     fn from_proto(
         mut proto: pb::ModelProto,
         path: &Path,
-        batch: usize,
+        batches: &[usize],
         options: LoadOptions,
     ) -> Result<Self> {
-        let batch = batch.max(1);
+        let batch = batches.first().copied().unwrap_or(1).max(1);
         let (onnx, fused) = prepare(&mut proto, options);
         let graph = proto
             .graph
@@ -210,20 +231,28 @@ impl Engine {
         };
         let model = onnx.model_for_proto_model(&proto).map_err(tract_err)?;
         drop(proto);
-        let plan = model
-            .with_input_fact(
-                0,
-                InferenceFact::dt_shape(f32::datum_type(), pre.input_shape(batch)),
-            )
-            .map_err(tract_err)?
-            .into_optimized()
-            .map_err(tract_err)?
-            .into_runnable()
-            .map_err(tract_err)?;
+        let plan_for = |n: usize| {
+            model
+                .clone()
+                .with_input_fact(
+                    0,
+                    InferenceFact::dt_shape(f32::datum_type(), pre.input_shape(n)),
+                )
+                .and_then(|m| m.into_optimized())
+                .and_then(|m| m.into_runnable())
+                .map_err(tract_err)
+        };
+        let plan = plan_for(batch)?;
+        let mut more = Vec::new();
+        for &n in batches.iter().skip(1) {
+            more.push((n, plan_for(n)?));
+        }
+        more.sort_by_key(|(n, _)| *n);
         Ok(Self {
             contract,
             plan,
             batch,
+            more,
             path: path.into(),
             order,
             fused,
@@ -249,8 +278,17 @@ impl Engine {
     /// Runs one batch of preprocessed input (`batch * input_len` values). Returns
     /// `out[h][i]`: head `h`'s raw values for image `i`.
     pub fn run_raw(&self, input: &[f32]) -> Result<Vec<Vec<Vec<f32>>>> {
+        self.run_plan(&self.plan, self.batch, input)
+    }
+
+    fn run_plan(
+        &self,
+        plan: &Arc<TypedRunnableModel>,
+        batch: usize,
+        input: &[f32],
+    ) -> Result<Vec<Vec<Vec<f32>>>> {
         let pre = &self.contract.preprocess;
-        let expected = self.batch * pre.input_len();
+        let expected = batch * pre.input_len();
         if input.len() != expected {
             return Err(Error::InputSize {
                 expected,
@@ -261,8 +299,8 @@ impl Engine {
             path: self.path.clone(),
             reason: format!("{e:#}"),
         };
-        let t = Tensor::from_shape(&pre.input_shape(self.batch), input).map_err(tract_err)?;
-        let outputs = self.plan.run(tvec!(t.into_tvalue())).map_err(tract_err)?;
+        let t = Tensor::from_shape(&pre.input_shape(batch), input).map_err(tract_err)?;
+        let outputs = plan.run(tvec!(t.into_tvalue())).map_err(tract_err)?;
         self.contract
             .heads
             .iter()
@@ -271,14 +309,14 @@ impl Engine {
                 let view = outputs[o].to_plain_array_view::<f32>().map_err(tract_err)?;
                 let w = h.output_width();
                 let flat: Vec<f32> = view.iter().copied().collect();
-                if flat.len() != self.batch * w {
+                if flat.len() != batch * w {
                     return Err(Error::NotHydraNet {
                         path: self.path.clone(),
                         reason: format!(
                             "output `{}` has {} values, expected {}",
                             h.name,
                             flat.len(),
-                            self.batch * w
+                            batch * w
                         ),
                     });
                 }
@@ -300,6 +338,54 @@ impl Engine {
             }
             let raw = self.run_raw(&input)?;
             for i in 0..chunk.len() {
+                let per: Vec<&[f32]> = raw.iter().map(|h| h[i].as_slice()).collect();
+                out.push(decode(&self.contract.heads, &per)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The largest batch one run takes.
+    pub fn max_batch(&self) -> usize {
+        self.more.last().map_or(self.batch, |(n, _)| *n)
+    }
+
+    /// Decodes `n` preprocessed inputs laid end to end in `input` (`n * input_len`
+    /// values): as one run of the smallest plan that holds them (zero-padded), or in runs
+    /// of the largest. `padded` is reused between calls.
+    pub fn predict_inputs(
+        &self,
+        input: &[f32],
+        n: usize,
+        padded: &mut Vec<f32>,
+    ) -> Result<Vec<Prediction>> {
+        let len = self.contract.preprocess.input_len();
+        if input.len() != n * len {
+            return Err(Error::InputSize {
+                expected: n * len,
+                got: input.len(),
+            });
+        }
+        let mut out = Vec::with_capacity(n);
+        let plans = std::iter::once((self.batch, &self.plan))
+            .chain(self.more.iter().map(|(b, p)| (*b, p)))
+            .collect::<Vec<_>>();
+        for chunk in input.chunks(self.max_batch() * len) {
+            let k = chunk.len() / len;
+            let (b, plan) = plans
+                .iter()
+                .find(|(b, _)| *b >= k)
+                .copied()
+                .unwrap_or((self.batch, &self.plan));
+            let raw = if b == k {
+                self.run_plan(plan, b, chunk)?
+            } else {
+                padded.clear();
+                padded.extend_from_slice(chunk);
+                padded.resize(b * len, 0.0);
+                self.run_plan(plan, b, padded)?
+            };
+            for i in 0..k {
                 let per: Vec<&[f32]> = raw.iter().map(|h| h[i].as_slice()).collect();
                 out.push(decode(&self.contract.heads, &per)?);
             }

@@ -52,6 +52,15 @@ pub enum Error {
         /// The mismatch.
         reason: String,
     },
+    /// No detector was named and none is installed.
+    #[error("no face detector found (looked for {looked}); run scripts/fetch-detector.sh or pass --detector FILE")]
+    NoDetector {
+        /// The paths tried.
+        looked: String,
+    },
+    /// Options that cannot work.
+    #[error("{0}")]
+    Config(String),
     /// Input of the wrong size.
     #[error("input has {got} values, the model takes {expected} per batch")]
     InputSize {

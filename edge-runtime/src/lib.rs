@@ -16,6 +16,7 @@ mod dequant;
 pub mod detect;
 pub mod engine;
 pub mod error;
+pub mod faces;
 #[cfg(feature = "kiosk")]
 pub mod kiosk;
 pub mod pipeline;

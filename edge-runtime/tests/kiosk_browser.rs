@@ -13,7 +13,7 @@ use std::{
 
 use common::{free_port, Kiosk};
 use fantoccini::{Client, ClientBuilder};
-use hydranet_fixture::{utkface_dir, Fixture, SHARED_FACES};
+use hydranet_fixture::{scenes, utkface_dir, Fixture, SHARED_FACES};
 use serde_json::{json, Value};
 
 struct Driver(Child);
@@ -84,12 +84,7 @@ fn have_chromedriver() -> bool {
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_page_is_live_follows_the_source_and_shows_a_lost_camera() {
-    if !have_chromedriver() {
-        assert!(
-            std::env::var_os("HYDRANET_REQUIRE_BROWSER").is_none(),
-            "chromedriver not found (apt-get install chromium chromium-driver)"
-        );
-        eprintln!("SKIPPED: no chromedriver (apt-get install chromium chromium-driver)");
+    if !browser_or_skip() {
         return;
     }
     let fx = Fixture::load().unwrap();
@@ -113,37 +108,7 @@ async fn the_page_is_live_follows_the_source_and_shows_a_lost_camera() {
         ],
     );
 
-    let port = free_port();
-    let driver = Driver(
-        Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver (Debian: apt-get install chromium chromium-driver)"),
-    );
-    let caps: serde_json::Map<String, Value> = serde_json::from_value(json!({
-        "goog:chromeOptions": {
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-dev-shm-usage", "--window-size=1280,720"]
-        }
-    }))
-    .unwrap();
-    let t0 = Instant::now();
-    let client = loop {
-        let connector = hyper_util_connector();
-        match ClientBuilder::new(connector)
-            .capabilities(caps.clone())
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-        {
-            Ok(c) => break c,
-            Err(e) => {
-                assert!(t0.elapsed() < Duration::from_secs(20), "chromedriver: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
+    let (driver, client) = browser().await;
 
     client.goto(&kiosk.url("/")).await.expect("open the page");
     wait_for(
@@ -237,6 +202,164 @@ async fn the_page_is_live_follows_the_source_and_shows_a_lost_camera() {
     client.close().await.ok();
     drop(driver);
     assert!(live.exists() && lost.exists());
+}
+
+/// chromedriver and a headless Chromium session at 1280x720.
+async fn browser() -> (Driver, Client) {
+    let port = free_port();
+    let driver = Driver(
+        Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian: apt-get install chromium chromium-driver)"),
+    );
+    let caps: serde_json::Map<String, Value> = serde_json::from_value(json!({
+        "goog:chromeOptions": {
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1280,720"]
+        }
+    }))
+    .unwrap();
+    let t0 = Instant::now();
+    loop {
+        let connector = hyper_util_connector();
+        match ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(c) => return (driver, c),
+            Err(e) => {
+                assert!(t0.elapsed() < Duration::from_secs(20), "chromedriver: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Whether the browser test can run here (a failure under HYDRANET_REQUIRE_BROWSER).
+fn browser_or_skip() -> bool {
+    if have_chromedriver() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("HYDRANET_REQUIRE_BROWSER").is_none(),
+        "chromedriver not found (apt-get install chromium chromium-driver)"
+    );
+    eprintln!("SKIPPED: no chromedriver (apt-get install chromium chromium-driver)");
+    false
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn with_a_detector_each_face_gets_its_box_and_answer_and_an_empty_frame_says_no_face() {
+    if !browser_or_skip() {
+        return;
+    }
+    // Two real faces pasted in a 640x480 scene, then the same background with none; each
+    // held for 3 s, in a loop.
+    let frames = tempfile::tempdir().unwrap();
+    let mut rng = scenes::rng(11);
+    let bg = scenes::background(&mut rng, 640, 480);
+    let mut two = bg.clone();
+    for (name, at) in [
+        (SHARED_FACES[0], (170.0, 230.0)),
+        (SHARED_FACES[2], (470.0, 240.0)),
+    ] {
+        let face = image::open(utkface_dir().join(name)).unwrap().to_rgb8();
+        let at = scenes::Pasted {
+            cx: at.0,
+            cy: at.1,
+            side: 200.0,
+            angle: 0.0,
+        };
+        scenes::paste(&mut two, &face, at);
+    }
+    two.save(frames.path().join("0-two.png")).unwrap();
+    bg.save(frames.path().join("1-none.png")).unwrap();
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/utkface/hydranet-utkface-int8.onnx");
+    let detector = detector_file();
+    let source = format!("dir:{}", frames.path().display());
+    let kiosk = Kiosk::start(
+        &model,
+        &[
+            "--source",
+            &source,
+            "--hold",
+            "3",
+            "--fps",
+            "20",
+            "--detector",
+            detector.to_str().unwrap(),
+        ],
+    );
+    let (driver, client) = browser().await;
+    client.goto(&kiosk.url("/")).await.expect("open the page");
+    wait_for(
+        &client,
+        "return document.body.dataset.state === 'live' && document.body.dataset.faces === '2'
+             && document.querySelectorAll('.face-tag[data-steady=\"true\"]').length === 2;",
+        "two steady face tags",
+        Duration::from_secs(30),
+    )
+    .await;
+    let tags = js(
+        &client,
+        "return [...document.querySelectorAll('.face-tag')].map(t => [t.textContent, t.dataset.track, t.offsetLeft]);",
+    )
+    .await;
+    let tags = tags.as_array().unwrap().clone();
+    assert_eq!(tags.len(), 2, "{tags:?}");
+    assert_ne!(tags[0][1], tags[1][1], "each face its own track: {tags:?}");
+    let lefts: Vec<f64> = tags.iter().map(|t| t[2].as_f64().unwrap()).collect();
+    assert!(
+        (lefts[0] - lefts[1]).abs() > 100.0,
+        "tags over their own faces: {tags:?}"
+    );
+    for t in &tags {
+        let text = t[0].as_str().unwrap();
+        assert!(text.starts_with('#') && text.contains(" y"), "{text}");
+    }
+    assert_eq!(
+        js(
+            &client,
+            "return document.getElementById('caption').textContent;"
+        )
+        .await,
+        json!("2 faces")
+    );
+    let two_png = screenshot(&client, "kiosk-two-faces.png").await;
+    eprintln!("face tags: {tags:?}");
+
+    wait_for(
+        &client,
+        "return document.body.dataset.faces === '0'
+             && document.getElementById('caption').textContent === 'No face'
+             && document.getElementById('steady').textContent === 'no face'
+             && document.querySelectorAll('.face-tag').length === 0;",
+        "No face",
+        Duration::from_secs(15),
+    )
+    .await;
+    let none_png = screenshot(&client, "kiosk-no-face.png").await;
+    let (code, info) = kiosk.get("/api/info");
+    assert_eq!(code, 200);
+    assert!(
+        info.contains("face_detector") || info.contains("blazeface") || info.contains("barracuda"),
+        "{info}"
+    );
+    client.close().await.ok();
+    drop(driver);
+    assert!(two_png.exists() && none_png.exists());
+}
+
+/// The installed detector (scripts/fetch-detector.sh); a failure rather than a skip.
+fn detector_file() -> PathBuf {
+    let p = edge_runtime::faces::find_detector(None).expect("run scripts/fetch-detector.sh");
+    assert!(p.is_file(), "{}", p.display());
+    p
 }
 
 fn hyper_util_connector() -> hyper_util::client::legacy::connect::HttpConnector {

@@ -43,9 +43,11 @@ impl Sink for Collect {
             p.frame.rgb.len(),
             (p.frame.width * p.frame.height * 3) as usize
         );
-        assert!(p.region.x + p.region.width <= p.frame.width);
+        let r = p.region.expect("no detector: the guide box");
+        assert!(r.x + r.width <= p.frame.width);
+        assert_eq!(p.faces.len(), 1, "the guide box's one answer");
         self.frames.push(p.frame.seq);
-        self.steady += p.smoothed.steady as usize;
+        self.steady += p.faces[0].smoothed.steady as usize;
         std::thread::sleep(self.sleep);
         ControlFlow::Continue(())
     }

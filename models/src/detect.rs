@@ -65,7 +65,9 @@ impl AnchorSpec {
 /// How raw scores become faces.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct DetectConfig {
-    /// Minimum sigmoid score of a face (MediaPipe: 0.75 short range).
+    /// Minimum sigmoid score of a face. 0.5: on generated scenes of UTKFace training
+    /// faces (`detect_eval --train`), back-256 found 98.8 % of faces of 64 px and up at
+    /// 0.5 against 94.7 % at MediaPipe's 0.75, with no false face on empty scenes at either.
     pub min_score: f32,
     /// Boxes overlapping more than this (intersection over union) are one face.
     pub nms_iou: f32,
@@ -74,7 +76,7 @@ pub struct DetectConfig {
 impl Default for DetectConfig {
     fn default() -> Self {
         Self {
-            min_score: 0.75,
+            min_score: 0.5,
             nms_iou: 0.3,
         }
     }
@@ -305,7 +307,7 @@ mod tests {
         let (scores, boxes) = raw(
             &a,
             &[
-                (3, 0.5, [0.0, 0.0, 10.0, 10.0]),
+                (3, -0.5, [0.0, 0.0, 10.0, 10.0]),
                 (4, 5.0, [0.0, 0.0, -1.0, 9.0]),
             ],
         );

@@ -4,14 +4,15 @@
 //! labels ([`heads`]), the one preprocessing function ([`preprocess`]), the decoding of raw
 //! head outputs into typed predictions ([`decode`]), the versioned contract that travels in
 //! an ONNX file's `metadata_props` ([`contract`]), temporal smoothing of live answers
-//! ([`smooth`]), face detections decoded and followed across frames ([`detect`], [`track`]),
+//! ([`smooth`]), face detections decoded, cut into the crops the network was trained on and followed across
+//! frames ([`detect`], [`crop`], [`track`]),
 //! the values of ONNX tensors as both sides read them ([`tensor`]), data set
 //! readers ([`dataset`]), the metrics both sides report ([`metrics`]) and the error type
 //! ([`error`]).
 //!
 //! Without the default `std` feature the crate is `no_std` + `alloc`: the contract, head
 //! specifications, output decoding, smoothing and the preprocessing *spec* (guide box,
-//! regions) still build, for a microcontroller-class status display; the image functions,
+//! regions, face crops) still build, for a microcontroller-class status display; the image functions,
 //! data sets and metrics need `std`. The `defmt` feature derives `defmt::Format` on the
 //! prediction types.
 #![cfg_attr(not(feature = "std"), no_std)]
@@ -30,6 +31,7 @@ mod prelude {
 }
 
 pub mod contract;
+pub mod crop;
 #[cfg(feature = "std")]
 pub mod dataset;
 pub mod decode;

@@ -393,6 +393,83 @@ pub fn preprocess_region_into(
     normalize_hwc_into(canvas, spec, out)
 }
 
+#[cfg(feature = "std")]
+/// The preprocessing function for a turned rectangle of an interleaved RGB8 frame (a face
+/// the detector found, see [`crate::crop`]): the crop is sampled bilinearly at its own
+/// size in frame pixels (so nothing is lost before the resize), resized to the input with
+/// the spec's filter, as a training image is, and normalised like [`preprocess`]. Parts of
+/// the crop outside the frame (a face cut by the border) are the mean colour, which
+/// normalises to zero. `warp` and `canvas` are reused between faces.
+pub fn preprocess_crop_into(
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+    crop: &crate::crop::Crop,
+    spec: &PreprocessSpec,
+    warp: &mut Vec<u8>,
+    out: &mut [f32],
+) -> Result<()> {
+    let frame_len = width as usize * height as usize * 3;
+    if rgb.len() != frame_len {
+        return Err(Error::BufferSize {
+            expected: frame_len,
+            got: rgb.len(),
+        });
+    }
+    let finite = [crop.cx, crop.cy, crop.width, crop.height, crop.angle]
+        .iter()
+        .all(|v| v.is_finite());
+    if !(finite && crop.width > 0.0 && crop.height > 0.0) {
+        return Err(Error::InvalidContract(format!("crop {crop:?} has no area")));
+    }
+    let (tw, th) = (spec.width, spec.height);
+    // Sampled at the crop's own size, but never below the input (no double resize of a
+    // small face) nor far above it (a face filling a 4K frame).
+    let nh = (libm::roundf(crop.height) as u32).clamp(th, 4 * th);
+    let nw = (libm::roundf(nh as f32 * tw as f32 / th as f32) as u32).max(1);
+    let pad = [0, 1, 2].map(|c| spec.mean[c] * 255.0);
+    warp.clear();
+    warp.reserve(nw as usize * nh as usize * 3);
+    let (s, c) = libm::sincosf(crop.angle);
+    let (sx, sy) = (crop.width / nw as f32, crop.height / nh as f32);
+    let (w, h) = (width as i64, height as i64);
+    let px = |x: i64, y: i64, ch: usize| -> f32 {
+        if x < 0 || y < 0 || x >= w || y >= h {
+            pad[ch]
+        } else {
+            rgb[((y * w + x) * 3) as usize + ch] as f32
+        }
+    };
+    for v in 0..nh {
+        let ly = (v as f32 + 0.5) * sy - crop.height / 2.0;
+        for u in 0..nw {
+            let lx = (u as f32 + 0.5) * sx - crop.width / 2.0;
+            // Pixel centres sit at +0.5.
+            let fx = crop.cx + c * lx - s * ly - 0.5;
+            let fy = crop.cy + s * lx + c * ly - 0.5;
+            let (x0, y0) = (libm::floorf(fx), libm::floorf(fy));
+            let (ax, ay) = (fx - x0, fy - y0);
+            let (x0, y0) = (x0 as i64, y0 as i64);
+            for ch in 0..3 {
+                let top = px(x0, y0, ch) * (1.0 - ax) + px(x0 + 1, y0, ch) * ax;
+                let bottom = px(x0, y0 + 1, ch) * (1.0 - ax) + px(x0 + 1, y0 + 1, ch) * ax;
+                let value = top * (1.0 - ay) + bottom * ay;
+                warp.push(libm::roundf(value).clamp(0.0, 255.0) as u8);
+            }
+        }
+    }
+    if (nw, nh) == (tw, th) {
+        return normalize_hwc_into(warp, spec, out);
+    }
+    let sampled = image::ImageBuffer::<image::Rgb<u8>, &[u8]>::from_raw(nw, nh, warp.as_slice())
+        .ok_or(Error::BufferSize {
+            expected: nw as usize * nh as usize * 3,
+            got: warp.len(),
+        })?;
+    let resized = image::imageops::resize(&sampled, tw, th, spec.resize.filter_type());
+    normalize_hwc_into(resized.as_raw(), spec, out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,6 +570,65 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_level_crop_of_the_whole_image_is_the_image_preprocessed() {
+        let spec = PreprocessSpec::new(8);
+        for side in [8u32, 16] {
+            let img = RgbImage::from_fn(side, side, |x, y| {
+                Rgb([(x * 13) as u8, (y * 7) as u8, ((x ^ y) * 11) as u8])
+            });
+            let want = preprocess(&DynamicImage::ImageRgb8(img.clone()), &spec);
+            let crop = crate::crop::Crop {
+                cx: side as f32 / 2.0,
+                cy: side as f32 / 2.0,
+                width: side as f32,
+                height: side as f32,
+                angle: 0.0,
+            };
+            let mut got = vec![0.0; spec.input_len()];
+            let mut warp = Vec::new();
+            preprocess_crop_into(img.as_raw(), side, side, &crop, &spec, &mut warp, &mut got)
+                .unwrap();
+            assert_eq!(got, want, "side {side}");
+        }
+    }
+
+    #[test]
+    fn a_crop_off_the_frame_is_mean_colour_and_a_turned_one_turns() {
+        let spec = PreprocessSpec::new(4);
+        // Left half white, right half black.
+        let img = RgbImage::from_fn(4, 4, |x, _| if x < 2 { Rgb([255; 3]) } else { Rgb([0; 3]) });
+        let mut out = vec![1.0; spec.input_len()];
+        let mut warp = Vec::new();
+        let far = crate::crop::Crop {
+            cx: 100.0,
+            cy: 100.0,
+            width: 4.0,
+            height: 4.0,
+            angle: 0.3,
+        };
+        preprocess_crop_into(img.as_raw(), 4, 4, &far, &spec, &mut warp, &mut out).unwrap();
+        assert!(out.iter().all(|v| v.abs() < 0.02), "{out:?}");
+        // A half turn puts the white half on the right.
+        let turned = crate::crop::Crop {
+            cx: 2.0,
+            cy: 2.0,
+            width: 4.0,
+            height: 4.0,
+            angle: core::f32::consts::PI,
+        };
+        preprocess_crop_into(img.as_raw(), 4, 4, &turned, &spec, &mut warp, &mut out).unwrap();
+        assert!(out[0] < -1.0 && out[3] > 1.0, "{out:?}");
+        let bad = crate::crop::Crop {
+            width: f32::NAN,
+            ..turned
+        };
+        assert!(
+            preprocess_crop_into(img.as_raw(), 4, 4, &bad, &spec, &mut warp, &mut out).is_err()
+        );
+        assert!(preprocess_crop_into(&[0; 5], 4, 4, &turned, &spec, &mut warp, &mut out).is_err());
     }
 
     #[test]

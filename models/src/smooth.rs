@@ -86,6 +86,7 @@ pub struct Smoothed {
 }
 
 /// Per-head rings of recent frames.
+#[derive(Debug, Clone)]
 pub struct Smoother {
     heads: Vec<HeadSpec>,
     config: SmoothConfig,

@@ -2,7 +2,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::{Context, Result};
-use edge_runtime::{kiosk, pipeline, source::SourceSpec, Engine};
+use edge_runtime::{kiosk, pipeline, source::SourceSpec};
 use models::{smooth::SmoothConfig, GuideBox};
 
 /// Arguments of `kiosk`.
@@ -16,7 +16,10 @@ pub struct Args {
     source: SourceSpec,
     #[command(flatten)]
     capture: super::run::CaptureArgs,
-    /// The guide box: centre x, centre y and height, as fractions of the frame.
+    #[command(flatten)]
+    detect: super::DetectArgs,
+    /// The guide box, shown and read when no detector is used: centre x, centre y and
+    /// height, as fractions of the frame.
     #[arg(long, default_value = "0.5,0.5,0.7")]
     guide_box: GuideBox,
     /// Frames averaged per answer (1..=32).
@@ -65,10 +68,15 @@ pub fn run(a: Args) -> Result<ExitCode> {
             a.listen
         );
     }
-    let engine = Engine::load(&a.model, 1)?;
+    let engine = a
+        .detect
+        .load_engine(&a.model)
+        .with_context(|| format!("loading {}", a.model.display()))?;
     let stop = super::run::stop_flag()?;
     let config = pipeline::Config {
         guide: a.guide_box,
+        detector: a.detect.detector()?,
+        faces: a.detect.options()?,
         smoothing: SmoothConfig {
             window: a.smooth_window,
             ..SmoothConfig::default()

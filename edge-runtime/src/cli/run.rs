@@ -16,7 +16,6 @@ use anyhow::{Context, Result};
 use edge_runtime::{
     pipeline::{self, Processed, Sink, Status},
     source::{CameraFormat, SourceOptions, SourceSpec},
-    Engine,
 };
 use models::{smooth::SmoothConfig, GuideBox};
 use serde_json::json;
@@ -32,13 +31,17 @@ pub struct Args {
     pub source: SourceSpec,
     #[command(flatten)]
     pub capture: CaptureArgs,
-    /// The guide box: centre x, centre y and height, as fractions of the frame.
+    #[command(flatten)]
+    pub detect: super::DetectArgs,
+    /// The guide box, read when no detector is used: centre x, centre y and height, as
+    /// fractions of the frame.
     #[arg(long, default_value = "0.5,0.5,0.7")]
     pub guide_box: GuideBox,
     /// Frames averaged per answer (1..=32).
     #[arg(long, default_value_t = 8)]
     pub smooth_window: usize,
-    /// Print every processed frame, not only steady answers.
+    /// Print every processed frame (and with a detector every face, and frames with no
+    /// face), not only steady answers.
     #[arg(long)]
     pub all: bool,
     /// Stop after this many printed predictions.
@@ -113,9 +116,28 @@ struct Printer {
 
 impl Sink for Printer {
     fn frame(&mut self, p: &Processed<'_>) -> ControlFlow<()> {
-        if self.all || p.smoothed.steady {
+        let mut lines = Vec::new();
+        if !p.detecting() {
+            if self.all || p.faces.iter().any(|f| f.smoothed.steady) {
+                lines.push(p.to_json());
+            }
+        } else {
+            // One line per face track; with --all a frame with no face says so.
+            for f in p.faces.iter().filter(|f| self.all || f.smoothed.steady) {
+                let mut v = p.face_json(f);
+                v["frame"] = json!(p.frame.seq);
+                if let Some(label) = &p.frame.label {
+                    v["label"] = json!(label);
+                }
+                lines.push(v);
+            }
+            if self.all && p.faces.is_empty() {
+                lines.push(json!({"frame": p.frame.seq, "faces": 0, "over_cap": p.over_cap}));
+            }
+        }
+        for line in lines {
             // A closed stdout (the reader went away) ends the run cleanly.
-            if writeln!(self.out, "{}", p.to_json()).is_err() || self.out.flush().is_err() {
+            if writeln!(self.out, "{line}").is_err() || self.out.flush().is_err() {
                 return ControlFlow::Break(());
             }
             self.printed += 1;
@@ -153,10 +175,15 @@ impl Sink for Printer {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     super::set_threads(a.threads)?;
-    let engine = Engine::load(&a.model, 1)?;
+    let engine = a
+        .detect
+        .load_engine(&a.model)
+        .with_context(|| format!("loading {}", a.model.display()))?;
     let stop = stop_flag()?;
     let config = pipeline::Config {
         guide: a.guide_box,
+        detector: a.detect.detector()?,
+        faces: a.detect.options()?,
         smoothing: SmoothConfig {
             window: a.smooth_window,
             ..SmoothConfig::default()

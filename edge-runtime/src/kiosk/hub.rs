@@ -31,7 +31,7 @@ struct Pending {
     rgb: Vec<u8>,
     width: u32,
     height: u32,
-    region: Option<Region>,
+    boxes: Vec<Region>,
     fresh: bool,
     closed: bool,
 }
@@ -99,15 +99,16 @@ impl Hub {
             && last.is_none_or(|t| t.elapsed() >= self.stream_period)
     }
 
-    /// Hands `frame` (with the guide box `region`) to the encoder thread; the pipeline's
-    /// own buffer goes back to it at once.
-    pub fn offer_frame(&self, frame: &Frame, region: Region) {
+    /// Hands `frame` (with the boxes to draw: the guide box, or one per face) to the
+    /// encoder thread; the pipeline's own buffer goes back to it at once.
+    pub fn offer_frame(&self, frame: &Frame, boxes: &[Region]) {
         if let Ok(mut pending) = self.pending.lock() {
             pending.rgb.clear();
             pending.rgb.extend_from_slice(&frame.rgb);
             pending.width = frame.width;
             pending.height = frame.height;
-            pending.region = Some(region);
+            pending.boxes.clear();
+            pending.boxes.extend_from_slice(boxes);
             pending.fresh = true;
         }
         self.wake.notify_one();
@@ -121,7 +122,7 @@ impl Hub {
         self.wake.notify_all();
     }
 
-    /// The encoder thread's loop: waits for a fresh frame, draws the guide box, encodes.
+    /// The encoder thread's loop: waits for a fresh frame, draws its boxes, encodes.
     pub fn encode_loop(&self) {
         let mut work = Pending::default();
         let mut jpeg = Vec::new();
@@ -143,8 +144,8 @@ impl Hub {
                 std::mem::swap(&mut *p, &mut work);
                 p.fresh = false;
             }
-            if let Some(r) = work.region {
-                draw_box(&mut work.rgb, work.width, work.height, r);
+            for r in &work.boxes {
+                draw_box(&mut work.rgb, work.width, work.height, *r);
             }
             jpeg.clear();
             let mut encoder =

@@ -119,6 +119,9 @@ fn info_json(engine: &Engine, config: &pipeline::Config) -> serde_json::Value {
         "model": {"name": c.model_name, "version": c.model_version, "architecture": c.architecture},
         "heads": heads,
         "guide_box": config.guide,
+        // The page draws a box and an answer per face, or "No face".
+        "detector": config.detector.as_ref().map(|p| p.display().to_string()),
+        "max_faces": config.faces.cap,
     })
 }
 

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::hub::Hub;
+use super::{hub::Hub, overlay::box_region};
 use crate::pipeline::{Processed, Sink, Status};
 
 /// The pipeline's sink in kiosk mode.
@@ -40,7 +40,15 @@ impl Sink for KioskSink {
         self.hub.prediction.send_replace(Some(json));
         self.window_frames += 1;
         if self.hub.wants_frame(self.last_sent) {
-            self.hub.offer_frame(p.frame, p.region);
+            let boxes: Vec<_> = match p.region {
+                Some(r) => vec![r],
+                None => p
+                    .faces
+                    .iter()
+                    .filter_map(|f| box_region(&f.bbox, p.frame.width, p.frame.height))
+                    .collect(),
+            };
+            self.hub.offer_frame(p.frame, &boxes);
             self.last_sent = Some(Instant::now());
         }
         ControlFlow::Continue(())

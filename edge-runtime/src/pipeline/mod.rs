@@ -10,6 +10,7 @@
 //! busy, EIO) is reopened with exponential backoff while the process keeps running.
 use std::{
     ops::ControlFlow,
+    path::PathBuf,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
         Mutex,
@@ -19,19 +20,18 @@ use std::{
 };
 
 use heapless::spsc::Queue;
-use models::{
-    smooth::{SmoothConfig, Smoothed},
-    GuideBox, Prediction, Region,
-};
+use models::{smooth::SmoothConfig, track::TrackConfig, GuideBox, Region};
 use serde::Serialize;
 
 mod capture;
 mod step;
 
 use capture::Capture;
+pub use step::FaceAnswer;
 use step::FrameStep;
 
 use crate::{
+    faces::FaceOptions,
     source::{Frame, FrameSource, SourceError},
     Engine,
 };
@@ -45,8 +45,15 @@ const FREE_SLOTS: usize = SPARE_FRAMES + 2;
 /// How the pipeline runs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The region of each frame the network sees.
+    /// The region of each frame the network sees when there is no detector.
     pub guide: GuideBox,
+    /// The face detector: with one, the network sees every face it finds (an engine
+    /// loaded with [`Engine::load_for_faces`] runs them as one batch).
+    pub detector: Option<PathBuf>,
+    /// How faces are found and cut (with a detector).
+    pub faces: FaceOptions,
+    /// How faces are followed from frame to frame (with a detector).
+    pub tracking: TrackConfig,
     /// Temporal smoothing and the steady rule.
     pub smoothing: SmoothConfig,
     /// Stop after this many processed frames.
@@ -64,6 +71,9 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             guide: GuideBox::default(),
+            detector: None,
+            faces: FaceOptions::default(),
+            tracking: TrackConfig::default(),
             smoothing: SmoothConfig::default(),
             max_frames: None,
             retry_initial: Duration::from_millis(250),
@@ -97,54 +107,105 @@ pub struct Status {
 pub struct StageTimes {
     /// Capture and conversion to RGB (in the capture thread).
     pub capture: Duration,
-    /// Guide-box crop, letterbox and normalisation.
+    /// The face detector, its decoding and the crops (zero without a detector).
+    pub detect: Duration,
+    /// Guide-box or face crops, resize and normalisation.
     pub preprocess: Duration,
     /// The network.
     pub inference: Duration,
-    /// Decoding, smoothing and the sink.
+    /// Decoding, tracking, smoothing and the sink.
     pub output: Duration,
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e5).round() / 1e2
+}
+
+impl StageTimes {
+    fn to_json(self) -> serde_json::Value {
+        serde_json::json!({
+            "capture": ms(self.capture),
+            "detect": ms(self.detect),
+            "preprocess": ms(self.preprocess),
+            "inference": ms(self.inference),
+            "output": ms(self.output),
+        })
+    }
 }
 
 /// What the sink sees for each processed frame.
 pub struct Processed<'a> {
     /// The frame (RGB8), valid during the call only.
     pub frame: &'a Frame,
-    /// The guide box in this frame.
-    pub region: Region,
-    /// This frame's own answer.
-    pub raw: &'a Prediction,
-    /// The answer smoothed over recent frames.
-    pub smoothed: &'a Smoothed,
-    /// Stage times (`output` covers decoding and smoothing, not the sink itself).
+    /// The guide box in this frame (without a detector).
+    pub region: Option<Region>,
+    /// One answer per face, best first: every tracked face with a detector (none when the
+    /// frame has no face), the guide box's one without.
+    pub faces: &'a [FaceAnswer],
+    /// Faces found beyond the cap (or beyond the tracks there is room for).
+    pub over_cap: usize,
+    /// Stage times (`output` covers decoding, tracking and smoothing, not the sink).
     pub times: StageTimes,
 }
 
 impl Processed<'_> {
-    /// The JSON of this frame: smoothed answer per head, the frame's own answer, the guide
-    /// box, stage times in ms, and the source's label if it has one. `run` prints it and
-    /// the kiosk streams it.
+    /// Whether a detector found the faces (otherwise the guide box was read).
+    pub fn detecting(&self) -> bool {
+        self.region.is_none()
+    }
+
+    /// The JSON of this frame, which the kiosk streams. Without a detector: the smoothed
+    /// answer per head, the frame's own answer, the guide box. With one: `faces`, one
+    /// object per face as [`Processed::face_json`] gives, and `over_cap`. Both carry the
+    /// frame number, stage times in ms and the source's label if it has one.
     pub fn to_json(&self) -> serde_json::Value {
-        let mut heads = serde_json::Map::new();
-        for (name, h) in &self.smoothed.heads {
-            heads.insert(name.clone(), serde_json::json!(h));
-        }
-        let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 1e2;
-        let mut v = serde_json::json!({
-            "frame": self.frame.seq,
-            "steady": self.smoothed.steady,
-            "window": self.smoothed.frames,
-            "smoothed": heads,
-            "raw": self.raw,
-            "box": self.region,
-            "ms": {
-                "capture": ms(self.times.capture),
-                "preprocess": ms(self.times.preprocess),
-                "inference": ms(self.times.inference),
-                "output": ms(self.times.output),
-            },
-        });
+        let mut v = match (self.region, self.faces.first()) {
+            (Some(region), Some(f)) => {
+                let mut v = self.face_json(f);
+                v["box"] = serde_json::json!(region);
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("track");
+                }
+                v
+            }
+            _ => serde_json::json!({
+                "faces": self.faces.iter().map(|f| self.face_json(f)).collect::<Vec<_>>(),
+                "over_cap": self.over_cap,
+                "size": [self.frame.width, self.frame.height],
+            }),
+        };
+        v["frame"] = serde_json::json!(self.frame.seq);
+        v["ms"] = self.times.to_json();
         if let Some(label) = &self.frame.label {
             v["label"] = serde_json::json!(label);
+        }
+        v
+    }
+
+    /// One face's JSON: its track, box `[x, y, w, h]`, detector score and keypoints (in
+    /// frame pixels), whether its answer is steady, the smoothing window, the smoothed
+    /// answer per head and this frame's own answer. `run` prints one line per face.
+    pub fn face_json(&self, f: &FaceAnswer) -> serde_json::Value {
+        let mut heads = serde_json::Map::new();
+        for (name, h) in &f.smoothed.heads {
+            heads.insert(name.clone(), serde_json::json!(h));
+        }
+        let round = |x: f32| (f64::from(x) * 10.0).round() / 10.0;
+        let mut v = serde_json::json!({
+            "track": f.track,
+            "box": [round(f.bbox.x), round(f.bbox.y), round(f.bbox.w), round(f.bbox.h)],
+            "steady": f.smoothed.steady,
+            "window": f.smoothed.frames,
+            "smoothed": heads,
+            "raw": f.raw,
+        });
+        if let Some(face) = &f.face {
+            v["score"] = serde_json::json!((f64::from(face.score) * 1e3).round() / 1e3);
+            v["keypoints"] = serde_json::json!(face
+                .keypoints
+                .iter()
+                .map(|k| [round(k[0]), round(k[1])])
+                .collect::<Vec<_>>());
         }
         v
     }
@@ -163,6 +224,8 @@ pub trait Sink {
 pub struct StageTotals {
     /// Mean capture/convert time, ms.
     pub capture_ms: f64,
+    /// Mean detector time, ms.
+    pub detect_ms: f64,
     /// Mean preprocess time, ms.
     pub preprocess_ms: f64,
     /// Mean inference time, ms.
@@ -241,7 +304,7 @@ where
         };
         let capture = scope.spawn(move || capture.run());
 
-        let mut totals = [Duration::ZERO; 4];
+        let mut totals = [Duration::ZERO; 5];
         let mut first: Option<Instant> = None;
         let mut processed = 0u64;
         let mut last_tick = Instant::now();
@@ -279,18 +342,20 @@ where
             }
             let flow = step.run(&frame).map(|answer| {
                 let t = answer.times;
-                for (total, d) in
-                    totals
-                        .iter_mut()
-                        .zip([t.capture, t.preprocess, t.inference, t.output])
-                {
+                for (total, d) in totals.iter_mut().zip([
+                    t.capture,
+                    t.detect,
+                    t.preprocess,
+                    t.inference,
+                    t.output,
+                ]) {
                     *total += d;
                 }
                 sink.frame(&Processed {
                     frame: &frame,
                     region: answer.region,
-                    raw: &answer.raw,
-                    smoothed: &answer.smoothed,
+                    faces: &answer.faces,
+                    over_cap: answer.over_cap,
                     times: t,
                 })
             });
@@ -350,9 +415,10 @@ where
             },
             stages: StageTotals {
                 capture_ms: mean(totals[0]),
-                preprocess_ms: mean(totals[1]),
-                inference_ms: mean(totals[2]),
-                output_ms: mean(totals[3]),
+                detect_ms: mean(totals[1]),
+                preprocess_ms: mean(totals[2]),
+                inference_ms: mean(totals[3]),
+                output_ms: mean(totals[4]),
             },
             ended,
         })

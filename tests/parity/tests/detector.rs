@@ -185,3 +185,57 @@ fn odd_frames_and_wrong_files_give_clear_errors_not_panics() {
     .unwrap();
     assert!(e.to_string().contains("cut.onnx"), "{e}");
 }
+
+#[test]
+fn on_a_real_photo_tract_and_onnxruntime_find_the_same_one_face() {
+    // skimage's astronaut.png (public domain), fetched by scripts/fetch-photo.sh.
+    let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../photos/astronaut.png");
+    assert!(
+        photo.is_file(),
+        "{} not found: run scripts/fetch-photo.sh (scripts/test.sh does)",
+        photo.display()
+    );
+    let img = image::open(&photo).unwrap().to_rgb8();
+    let (w, h) = img.dimensions();
+    for name in [FRONT, BACK] {
+        let path = detector(name);
+        let det = Detector::load(&path, DetectConfig::default()).unwrap();
+        let size = det.input_size() as usize;
+        let mut buf = DetectBuffers::default();
+        let fit = det.prepare(img.as_raw(), w, h, &mut buf).unwrap();
+        let (scores, boxes) = det.run_raw(buf.input()).unwrap();
+        let ort = onnxruntime_run(&path, &[buf.input().to_vec()], &[1, size, size, 3]);
+        let out = |n: &str| -> Vec<f32> {
+            ort["outputs"][n][0]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect()
+        };
+        let mut ort_scores = out("Identity:0");
+        ort_scores.extend(out("Identity_1:0"));
+        let mut ort_boxes = out("Identity_2:0");
+        ort_boxes.extend(out("Identity_3:0"));
+        let worst = scores
+            .iter()
+            .chain(&boxes)
+            .zip(ort_scores.iter().chain(&ort_boxes))
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        let faces = det.decode(&scores, &boxes, &fit).unwrap();
+        let judged = det.decode(&ort_scores, &ort_boxes, &fit).unwrap();
+        println!("{name} on astronaut.png: worst raw difference {worst:.2e}, faces {faces:?}");
+        assert!(worst < 1e-2, "{name}: {worst}");
+        assert_eq!(faces.len(), 1, "{name}: {faces:?}");
+        assert_eq!(judged.len(), 1, "{name}: {judged:?}");
+        let (f, g) = (faces[0], judged[0]);
+        assert!((f.bbox.x - g.bbox.x).abs() < 1.0 && (f.bbox.w - g.bbox.w).abs() < 1.0);
+        // Her face: upper middle of the 512x512 photo.
+        let [cx, cy] = f.bbox.center();
+        assert!(
+            (150.0..300.0).contains(&cx) && (60.0..200.0).contains(&cy),
+            "{f:?}"
+        );
+    }
+}

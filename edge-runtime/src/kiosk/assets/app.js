@@ -145,16 +145,74 @@ function schedule() {
   }
 }
 
+// ---------- faces (with a detector): a tag per face over the video ----------
+
+// One short line per face: its track and each head's smoothed answer.
+function faceText(f) {
+  const parts = [`#${f.track}`];
+  const vals = f.smoothed || {};
+  for (const h of heads) {
+    const s = vals[h.name];
+    if (!s) continue;
+    if (Number.isFinite(s.value)) parts.push(`${Math.round(s.value)}${h.unit === 'years' ? ' y' : ''}`);
+    else if (s.label != null) parts.push(String(s.label));
+  }
+  return parts.join(' · ');
+}
+
+// Where the frame is drawn inside the <img> (object-fit: contain).
+function frameRect(size) {
+  const [fw, fh] = size;
+  const bw = video.clientWidth;
+  const bh = video.clientHeight;
+  if (!(fw > 0 && fh > 0 && bw > 0 && bh > 0)) return null;
+  const k = Math.min(bw / fw, bh / fh);
+  return { k, x: video.offsetLeft + (bw - fw * k) / 2, y: video.offsetTop + (bh - fh * k) / 2 };
+}
+
+function renderFaces(p) {
+  const root = $('faces');
+  const faces = Array.isArray(p.faces) ? p.faces : [];
+  const r = Array.isArray(p.size) ? frameRect(p.size) : null;
+  while (root.children.length > faces.length) root.lastChild.remove();
+  faces.forEach((f, i) => {
+    let tag = root.children[i];
+    if (!tag) {
+      tag = el('div', 'face-tag');
+      root.append(tag);
+    }
+    tag.textContent = faceText(f);
+    tag.dataset.track = String(f.track);
+    tag.dataset.steady = String(f.steady === true);
+    const b = Array.isArray(f.box) ? f.box : null;
+    if (r && b) {
+      tag.style.left = `${r.x + b[0] * r.k}px`;
+      tag.style.top = `${r.y + b[1] * r.k}px`;
+      tag.hidden = false;
+    } else {
+      tag.hidden = true;
+    }
+  });
+  const over = Number(p.over_cap) > 0 ? ` (+${p.over_cap} more)` : '';
+  $('caption').textContent = faces.length === 0 ? 'No face'
+    : faces.length === 1 ? `1 face${over}` : `${faces.length} faces${over}`;
+  document.body.dataset.faces = String(faces.length);
+  return faces[0] || null;
+}
+
 function render() {
   rafQueued = false;
   const p = pendingPrediction;
   pendingPrediction = null;
   if (p) {
-    const vals = p.smoothed || p.raw || {};
+    // With a detector the panel follows the best face; without, the guide box.
+    const detecting = Array.isArray(p.faces);
+    const face = detecting ? renderFaces(p) : p;
+    const vals = face ? (face.smoothed || face.raw || {}) : {};
     for (const h of heads) renderHead(views[h.name], vals[h.name]);
-    const steady = p.steady === true;
+    const steady = face !== null && face.steady === true;
     $('steady').dataset.steady = String(steady);
-    $('steady').textContent = steady ? 'steady' : 'reading…';
+    $('steady').textContent = face === null ? 'no face' : steady ? 'steady' : 'reading…';
     $('panel').dataset.steady = String(steady);
     $('frame').textContent = p.frame ?? '–';
     if (latencyEma !== null) $('latency').textContent = latencyEma.toFixed(1);
