@@ -37,28 +37,28 @@ cargo build --locked -q -p models --no-default-features --features defmt --targe
 step "tests (x86_64)"
 HYDRANET_REQUIRE_BROWSER=1 cargo test --workspace --locked
 
-step "parity on aarch64 under qemu-aarch64 -cpu cortex-a72 (gnu, then musl); int8 kernels (portable on arm64)"
+step "parity on aarch64 under qemu-aarch64 -cpu cortex-a72 (gnu, then musl): the HydraNet fixture, the int8 kernels (portable on arm64), the face detector fixture"
 # One target after the other: building both in one cargo call was measured slower cold
 # (17.3 min against 14.5: the two compete for the same two cores and the memory).
-AARCH64=(--locked --profile cross --no-default-features -p edge-runtime --test fixture --test int8_kernel)
+AARCH64=(--locked --profile cross --no-default-features -p edge-runtime --test fixture --test int8_kernel --test detector_fixture)
 for libc in gnu musl; do
   log="$CARGO_TARGET_DIR/parity-aarch64-$libc.log"
   cargo test "${AARCH64[@]}" --target "aarch64-unknown-linux-$libc" -- --nocapture >"$log" 2>&1 ||
     { cat "$log"; exit 1; }
-  grep -E "vs tract|fixture images|test result" "$log"
+  grep -E "vs tract|vs onnxruntime|fixture images|test result" "$log"
 done
 log="$CARGO_TARGET_DIR/qconv-aarch64.log"
 cargo test --locked --profile cross --no-default-features --target aarch64-unknown-linux-gnu -p edge-runtime \
   --lib qconv >"$log" 2>&1 || { cat "$log"; exit 1; }
 grep -E "test result" "$log"
 
-step "boot test: the rpi4 bundle on an emulated arm64 board with a V4L2 camera (vivid)"
+step "boot test: the rpi4 bundle (with the face detector) on an emulated arm64 board with a V4L2 camera (vivid)"
 BOOT=$(mktemp -d)
 trap 'rm -rf "$BOOT"' EXIT
 cargo xtask bundle --board rpi4 --model tests/fixtures/parity-v1/model.onnx \
   --binary "$CARGO_TARGET_DIR/aarch64-unknown-linux-musl/cross/edge-runtime" --out "$BOOT"
 boards/qemu/boot-test.sh --bundle "$BOOT"/hydranet-edge-rpi4-*.tar.gz --log "$BOOT/console.log"
-scripts/check-boot-log.py "$BOOT/console.log"
+scripts/check-boot-log.py "$BOOT/console.log" --detector
 
 if [[ $CUDA == 1 ]]; then
   step "cuda: compile check of host-train --features cuda (scripts/build-cuda.sh --check)"

@@ -21,6 +21,10 @@ readonly E_NOVIDEO=6    # /dev/video0 missing or not a capture node
 readonly E_NOEXIT=7     # boot marker seen, but the VM ended before HYDRANET-EXIT
 
 readonly DEFAULT_CMD="/opt/hydranet/bin/edge-runtime run --model /opt/hydranet/model/model.onnx --source v4l:/dev/video0 --camera-format yuyv --fps 30 --max-predictions 3 --progress 0"
+# A release that ships the face detector also runs with it: the frames go through BlazeFace
+# on the board's CPU and every frame prints a line (vivid's test pattern has no face, so
+# the lines say "faces": 0).
+readonly DETECT_CMD="/opt/hydranet/bin/edge-runtime run --model /opt/hydranet/model/model.onnx --detector /opt/hydranet/model/face_detector.onnx --source v4l:/dev/video0 --camera-format yuyv --fps 30 --all --max-predictions 5 --progress 0"
 readonly PROBE_CMD="/opt/hydranet/bin/v4l-probe -d /dev/video0 -n 5 -W 640 -H 480 -f YUYV"
 # Debian bookworm, arm64. The mirrors can be overridden from the environment.
 readonly DEBIAN_SUITE=bookworm
@@ -220,6 +224,10 @@ if [[ -n $BUNDLE ]]; then
 	check_aarch64_static "$bdir/bin/edge-runtime" "bin/edge-runtime of $tops"
 	cp -a "$bdir/." "$ROOT/opt/hydranet/"
 	say "payload: bundle $tops ($(du -sh "$bdir" | cut -f1))"
+	if ((!CMD_SET)) && [[ -f $bdir/model/face_detector.onnx ]]; then
+		CMD="$DEFAULT_CMD && $DETECT_CMD"
+		say "the bundle ships the face detector: a second run uses it"
+	fi
 elif [[ -n $BINARY ]]; then
 	check_aarch64_static "$BINARY" "--binary"
 	cp "$BINARY" "$ROOT/opt/hydranet/bin/edge-runtime"

@@ -60,6 +60,14 @@ struct BundleArgs {
     /// models/utkface/hydranet-utkface.onnx].
     #[arg(long, value_name = "FILE")]
     model: Option<PathBuf>,
+    /// The face detector to ship [default: BlazeFace back-256, which
+    /// scripts/fetch-detector.sh fetches (and this runs) into models/blazeface/]; its
+    /// licence must be a LICENSE file beside it.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_detector")]
+    detector: Option<PathBuf>,
+    /// Ship no face detector: the board reads the guide box.
+    #[arg(long)]
+    no_detector: bool,
     /// A prebuilt edge-runtime for this board; without it, `build` runs first.
     #[arg(long, value_name = "PATH")]
     binary: Option<PathBuf>,
@@ -196,11 +204,35 @@ fn make_bundle(boards_dir: &std::path::Path, args: BundleArgs) -> Result<()> {
         .model
         .clone()
         .unwrap_or_else(|| workspace.join("models/utkface/hydranet-utkface.onnx"));
+    let detector = if args.no_detector {
+        None
+    } else {
+        let file = match &args.detector {
+            Some(f) => f.clone(),
+            None => {
+                let script = workspace.join("scripts/fetch-detector.sh");
+                let status = std::process::Command::new(&script)
+                    .status()
+                    .with_context(|| format!("running {}", script.display()))?;
+                anyhow::ensure!(status.success(), "{} failed", script.display());
+                workspace.join("models/blazeface/face_detection_back_256x256_barracuda.onnx")
+            }
+        };
+        let licence = file.with_file_name("LICENSE");
+        anyhow::ensure!(
+            licence.is_file(),
+            "the detector {} has no LICENSE beside it ({}); a release ships both",
+            file.display(),
+            licence.display()
+        );
+        Some((file, licence))
+    };
     let created = bundle::create(&BundleSpec {
         board: &board,
         libc,
         binary: &binary,
         model: &model,
+        detector: detector.as_ref().map(|(f, l)| (f.as_path(), l.as_path())),
         out_dir: &out,
         version: &version,
         created_unix: created_unix()?,
@@ -224,6 +256,13 @@ fn make_bundle(boards_dir: &std::path::Path, args: BundleArgs) -> Result<()> {
         "model:   {} bytes, sha256 {}",
         m.model.bytes, m.model.sha256
     );
+    match &m.detector {
+        Some(d) => println!(
+            "detector: {} bytes, sha256 {} (+ licence)",
+            d.model.bytes, d.model.sha256
+        ),
+        None => println!("detector: none (the guide box)"),
+    }
     Ok(())
 }
 

@@ -10,6 +10,26 @@ const METADATA_PROPS: u64 = 14;
 /// Checks that `bytes` parses as a protobuf message with ONNX's `ir_version` (varint) and
 /// `graph` (message) fields and a HydraNet contract in its metadata.
 pub fn check_model(bytes: &[u8]) -> Result<(), String> {
+    if !scan(bytes)? {
+        return Err(format!(
+            "has no `{CONTRACT_KEY}` in its metadata, so edge-runtime would refuse it \
+             (export it with `host-train export`)"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `bytes` is an ONNX model *without* a HydraNet contract: the face detector
+/// (edge-runtime checks it is BlazeFace when it loads it).
+pub fn check_onnx(bytes: &[u8]) -> Result<(), String> {
+    if scan(bytes)? {
+        return Err("is a HydraNet (it has a contract), not the face detector".into());
+    }
+    Ok(())
+}
+
+/// Walks the top level; returns whether the metadata holds a HydraNet contract.
+fn scan(bytes: &[u8]) -> Result<bool, String> {
     if bytes.is_empty() {
         return Err("is empty".into());
     }
@@ -39,13 +59,7 @@ pub fn check_model(bytes: &[u8]) -> Result<(), String> {
             "is not an ONNX model (ir_version {ir} but no graph)"
         ));
     }
-    if contract.is_none() {
-        return Err(format!(
-            "has no `{CONTRACT_KEY}` in its metadata, so edge-runtime would refuse it \
-             (export it with `host-train export`)"
-        ));
-    }
-    Ok(())
+    Ok(contract.is_some())
 }
 
 /// The value of a `StringStringEntryProto` whose key is [`CONTRACT_KEY`].

@@ -105,6 +105,8 @@ fn bundle_holds_exactly_the_release() {
         format!("{top}/kiosk/hydranet-kiosk.desktop"),
         format!("{top}/manifest.json"),
         format!("{top}/model/"),
+        format!("{top}/model/face_detector.LICENSE"),
+        format!("{top}/model/face_detector.onnx"),
         format!("{top}/model/model.onnx"),
         format!("{top}/systemd/"),
         format!("{top}/systemd/hydranet-edge.service"),
@@ -148,7 +150,8 @@ fn bundle_holds_exactly_the_release() {
     assert!(unit.contains(
         "\nExecStart=/opt/hydranet/current/bin/edge-runtime kiosk \
          --model /opt/hydranet/current/model/model.onnx --source v4l:/dev/video0 \
-         --camera-format yuyv --width 640 --height 480 --fps 30 --listen 127.0.0.1:8080\n"
+         --camera-format yuyv --width 640 --height 480 --fps 30 --detector \
+         /opt/hydranet/current/model/face_detector.onnx --listen 127.0.0.1:8080\n"
     ));
     let desktop = String::from_utf8(get("kiosk/hydranet-kiosk.desktop").1.clone()).expect("utf-8");
     assert!(
@@ -295,6 +298,8 @@ fn kiosk_off_leaves_the_release_as_it_was() {
             "install.sh",
             "manifest.json",
             "model/",
+            "model/face_detector.LICENSE",
+            "model/face_detector.onnx",
             "model/model.onnx",
             "systemd/",
             "systemd/hydranet-edge.service",
@@ -310,7 +315,8 @@ fn kiosk_off_leaves_the_release_as_it_was() {
     assert!(unit.contains(
         "\nExecStart=/opt/hydranet/current/bin/edge-runtime run --model \
          /opt/hydranet/current/model/model.onnx --source v4l:/dev/video0 --camera-format yuyv \
-         --width 640 --height 480 --fps 30\n"
+         --width 640 --height 480 --fps 30 --detector \
+         /opt/hydranet/current/model/face_detector.onnx\n"
     ));
     assert!(!unit.contains("kiosk"), "{unit}");
 }
@@ -331,6 +337,8 @@ fn cage_kiosk_ships_the_browser_unit() {
             "kiosk/hydranet-kiosk-browser.service",
             "manifest.json",
             "model/",
+            "model/face_detector.LICENSE",
+            "model/face_detector.onnx",
             "model/model.onnx",
             "systemd/",
             "systemd/hydranet-edge.service",

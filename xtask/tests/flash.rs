@@ -97,6 +97,8 @@ fn rootfs_gets_exactly_the_layout_the_unit_expects() {
             "opt/hydranet/releases/1.0.0/kiosk/hydranet-kiosk.desktop",
             "opt/hydranet/releases/1.0.0/manifest.json",
             "opt/hydranet/releases/1.0.0/model",
+            "opt/hydranet/releases/1.0.0/model/face_detector.LICENSE",
+            "opt/hydranet/releases/1.0.0/model/face_detector.onnx",
             "opt/hydranet/releases/1.0.0/model/model.onnx",
             "opt/hydranet/releases/1.0.0/systemd",
             "opt/hydranet/releases/1.0.0/systemd/hydranet-edge.service",
@@ -127,7 +129,7 @@ fn rootfs_gets_exactly_the_layout_the_unit_expects() {
     assert_eq!(words[1], "kiosk");
     assert_eq!(words[words.len() - 2..], ["--listen", "127.0.0.1:8080"]);
     let paths: Vec<&String> = words.iter().filter(|w| w.starts_with("/opt/")).collect();
-    assert_eq!(paths.len(), 2, "{words:?}");
+    assert_eq!(paths.len(), 3, "binary, model, detector: {words:?}");
     for p in paths {
         let inside = root.join(p.trim_start_matches('/'));
         assert!(inside.is_file(), "{p} is not in the rootfs");

@@ -239,3 +239,86 @@ fn on_a_real_photo_tract_and_onnxruntime_find_the_same_one_face() {
         );
     }
 }
+
+/// The detector fixture: onnxruntime's scores and faces on `detector_scenes`, which the
+/// edge runtime's own test (edge-runtime/tests/detector_fixture.rs) checks tract against on
+/// x86_64 and on aarch64 under QEMU, where onnxruntime does not run. With
+/// HYDRANET_REGENERATE=1 this writes it; otherwise it checks the file is still
+/// onnxruntime's answer.
+#[test]
+fn the_detector_fixture_is_onnxruntime_s_answer() {
+    let file = hydranet_fixture::detector_fixture_file();
+    let scenes = hydranet_fixture::scenes::detector_scenes().unwrap();
+    let mut models = serde_json::Map::new();
+    for name in [FRONT, BACK] {
+        let path = detector(name);
+        let det = Detector::load(&path, DetectConfig::default()).unwrap();
+        let size = det.input_size() as usize;
+        let mut buf = DetectBuffers::default();
+        let mut inputs = Vec::new();
+        let mut fits = Vec::new();
+        for (_, frame) in &scenes {
+            fits.push(det.prepare(frame.as_raw(), 640, 480, &mut buf).unwrap());
+            inputs.push(buf.input().to_vec());
+        }
+        let ort = onnxruntime_run(&path, &inputs, &[1, size, size, 3]);
+        let out = |n: &str, i: usize| -> Vec<f32> {
+            ort["outputs"][n][i]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect()
+        };
+        let mut rows = Vec::new();
+        for (i, (scene, _)) in scenes.iter().enumerate() {
+            let mut scores = out("Identity:0", i);
+            scores.extend(out("Identity_1:0", i));
+            let mut boxes = out("Identity_2:0", i);
+            boxes.extend(out("Identity_3:0", i));
+            let faces = det.decode(&scores, &boxes, &fits[i]).unwrap();
+            rows.push(serde_json::json!({"scene": scene, "scores": scores, "faces": faces}));
+        }
+        models.insert(name.into(), serde_json::Value::Array(rows));
+    }
+    let now = serde_json::json!({
+        "about": "onnxruntime's BlazeFace scores and decoded faces (frame pixels) on hydranet_fixture::scenes::detector_scenes; written by tests/parity/tests/detector.rs with HYDRANET_REGENERATE=1",
+        "models": models,
+    });
+    if std::env::var_os("HYDRANET_REGENERATE").is_some() {
+        std::fs::write(&file, serde_json::to_string(&now).unwrap() + "\n").unwrap();
+        println!("wrote {}", file.display());
+        return;
+    }
+    let text = std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{}: {e} (HYDRANET_REGENERATE=1 writes it)", file.display()));
+    let saved: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for name in [FRONT, BACK] {
+        for (a, b) in saved["models"][name]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(now["models"][name].as_array().unwrap())
+        {
+            let (sa, sb) = (
+                a["scores"].as_array().unwrap(),
+                b["scores"].as_array().unwrap(),
+            );
+            assert_eq!(sa.len(), sb.len());
+            for (x, y) in sa.iter().zip(sb) {
+                let d = (x.as_f64().unwrap() - y.as_f64().unwrap()).abs();
+                assert!(
+                    d < 1e-4,
+                    "{name} {}: the fixture is stale ({d})",
+                    a["scene"]
+                );
+            }
+            assert_eq!(
+                a["faces"].as_array().unwrap().len(),
+                b["faces"].as_array().unwrap().len(),
+                "{name} {}",
+                a["scene"]
+            );
+        }
+    }
+}

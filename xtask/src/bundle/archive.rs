@@ -50,7 +50,8 @@ pub(super) fn write_tarball(
         for dir in release_dirs(display) {
             add(format!("{top}/{dir}/"), 0o755, &[])?;
         }
-        for (path, mode) in release_files(service, display) {
+        for (path, mode) in release_files(service, display, contents.contains_key(super::DETECTOR))
+        {
             add(format!("{top}/{path}"), mode, &contents[&path])?;
         }
         let gz = tar.into_inner()?;
@@ -177,10 +178,14 @@ impl Bundle {
             )));
         }
         let display = manifest.kiosk_display();
-        let want: Vec<String> = release_files(&manifest.install.service, display)
-            .into_iter()
-            .map(|(p, _)| p)
-            .collect();
+        let want: Vec<String> = release_files(
+            &manifest.install.service,
+            display,
+            manifest.detector.is_some(),
+        )
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
         let have: Vec<&String> = files.keys().collect();
         let mut want_sorted: Vec<&String> = want.iter().collect();
         want_sorted.sort();
@@ -196,7 +201,7 @@ impl Bundle {
         {
             return Err(bad(format!("unexpected folder `{d}`")));
         }
-        for digest in [&manifest.binary, &manifest.model] {
+        for digest in manifest.digests() {
             let data = files
                 .get(&digest.path)
                 .ok_or_else(|| bad(format!("manifest names `{}`, not in it", digest.path)))?;

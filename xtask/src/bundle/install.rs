@@ -12,6 +12,16 @@ pub fn render_install_sh(m: &Manifest) -> String {
         .replace("@SERVICE@", &m.install.service)
         .replace("@BIN_SHA256@", &m.binary.sha256)
         .replace("@MODEL_SHA256@", &m.model.sha256)
+        .replace(
+            "@DETECTOR_SHA256@",
+            m.detector.as_ref().map_or("", |d| d.model.sha256.as_str()),
+        )
+        .replace(
+            "@DETECTOR_LICENCE_SHA256@",
+            m.detector
+                .as_ref()
+                .map_or("", |d| d.licence.sha256.as_str()),
+        )
         .replace("@AUTOSTART_DIR@", kiosk::AUTOSTART_DIR)
         .replace("@KIOSK_DESKTOP@", kiosk::DESKTOP_NAME)
         .replace("@KIOSK_UNIT@", kiosk::UNIT_NAME)

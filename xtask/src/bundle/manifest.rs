@@ -24,12 +24,31 @@ pub struct Manifest {
     /// without it keep the manifest they had before the kiosk existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kiosk: Option<ManifestKiosk>,
+    /// The face detector and its licence, when the release ships one (absent otherwise,
+    /// as for bundles made before there was one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detector: Option<ManifestDetector>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestDetector {
+    pub model: FileDigest,
+    pub licence: FileDigest,
 }
 
 impl Manifest {
     /// The kiosk display of this release, `None` when it has no kiosk.
     pub fn kiosk_display(&self) -> Option<KioskDisplay> {
         self.kiosk.as_ref().map(|k| k.display)
+    }
+
+    /// Every file the manifest carries a checksum for.
+    pub fn digests(&self) -> Vec<&FileDigest> {
+        let mut d = vec![&self.binary, &self.model];
+        if let Some(det) = &self.detector {
+            d.extend([&det.model, &det.licence]);
+        }
+        d
     }
 }
 

@@ -26,8 +26,8 @@ mod unit;
 pub use archive::Bundle;
 pub use install::render_install_sh;
 pub use manifest::{
-    check_version, default_version, sanitize_version, FileDigest, Manifest, ManifestInstall,
-    ManifestKiosk,
+    check_version, default_version, sanitize_version, FileDigest, Manifest, ManifestDetector,
+    ManifestInstall, ManifestKiosk,
 };
 pub use unit::{exec_start, render_unit};
 
@@ -35,6 +35,10 @@ pub use unit::{exec_start, render_unit};
 pub const FORMAT: u32 = 1;
 pub const BIN: &str = "bin/edge-runtime";
 pub const MODEL: &str = "model/model.onnx";
+/// The face detector a release ships, and its licence, beside the model (edge-runtime
+/// finds it there by itself).
+pub const DETECTOR: &str = "model/face_detector.onnx";
+pub const DETECTOR_LICENCE: &str = "model/face_detector.LICENSE";
 pub const INSTALL_SH: &str = "install.sh";
 pub const MANIFEST: &str = "manifest.json";
 const BASE_DIRS: [&str; 3] = ["bin", "model", "systemd"];
@@ -46,8 +50,13 @@ pub fn unit_file(service: &str) -> String {
 }
 
 /// Every file of a release and its mode, the same in the tarball and once installed.
-/// `kiosk` is the manifest's kiosk display (`None`: no kiosk).
-pub fn release_files(service: &str, kiosk: Option<KioskDisplay>) -> Vec<(String, u32)> {
+/// `kiosk` is the manifest's kiosk display (`None`: no kiosk); `detector`, whether it
+/// ships the face detector.
+pub fn release_files(
+    service: &str,
+    kiosk: Option<KioskDisplay>,
+    detector: bool,
+) -> Vec<(String, u32)> {
     let mut files = vec![
         (BIN.into(), 0o755),
         (MODEL.into(), 0o644),
@@ -55,6 +64,10 @@ pub fn release_files(service: &str, kiosk: Option<KioskDisplay>) -> Vec<(String,
         (INSTALL_SH.into(), 0o755),
         (MANIFEST.into(), 0o644),
     ];
+    if detector {
+        files.push((DETECTOR.into(), 0o644));
+        files.push((DETECTOR_LICENCE.into(), 0o644));
+    }
     files.extend(kiosk::release_files(kiosk));
     files
 }
@@ -77,6 +90,8 @@ pub struct BundleSpec<'a> {
     pub libc: Libc,
     pub binary: &'a Path,
     pub model: &'a Path,
+    /// The face detector (BlazeFace ONNX) and its licence file.
+    pub detector: Option<(&'a Path, &'a Path)>,
     pub out_dir: &'a Path,
     pub version: &'a str,
     pub created_unix: u64,
@@ -106,6 +121,24 @@ pub fn create(spec: &BundleSpec<'_>) -> Result<Created> {
         reason,
     })?;
 
+    let detector = match spec.detector {
+        None => None,
+        Some((file, licence)) => {
+            let data = fs::read(file).map_err(io_err("reading detector", file))?;
+            onnx::check_onnx(&data).map_err(|reason| Error::Model {
+                path: file.to_owned(),
+                reason,
+            })?;
+            let text = fs::read(licence).map_err(io_err("reading detector licence", licence))?;
+            if text.is_empty() {
+                return Err(Error::Model {
+                    path: licence.to_owned(),
+                    reason: "the detector's licence file is empty".into(),
+                });
+            }
+            Some((data, text))
+        }
+    };
     let manifest = Manifest {
         format: FORMAT,
         board: board.name.clone(),
@@ -130,12 +163,16 @@ pub fn create(spec: &BundleSpec<'_>) -> Result<Created> {
             },
             token_env: board.kiosk.token_env,
         }),
+        detector: detector.as_ref().map(|(d, l)| ManifestDetector {
+            model: FileDigest::of(DETECTOR, d),
+            licence: FileDigest::of(DETECTOR_LICENCE, l),
+        }),
     };
     let display = manifest.kiosk_display();
     let mut manifest_json =
         serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Usage(e.to_string()))?;
     manifest_json.push(b'\n');
-    let unit = render_unit(board, &version);
+    let unit = render_unit(board, &version, detector.is_some());
     let install_sh = render_install_sh(&manifest);
 
     let service = &board.install.service;
@@ -147,6 +184,10 @@ pub fn create(spec: &BundleSpec<'_>) -> Result<Created> {
         (MANIFEST.to_owned(), manifest_json),
     ]
     .into();
+    if let Some((d, l)) = detector {
+        contents.insert(DETECTOR.to_owned(), d);
+        contents.insert(DETECTOR_LICENCE.to_owned(), l);
+    }
     if let Some(display) = display {
         contents.insert(
             kiosk::BROWSER_SH.into(),
@@ -280,7 +321,7 @@ mod tests {
 
     #[test]
     fn unit_for_rpi4_runs_the_kiosk() {
-        let unit = render_unit(&board("rpi4"), "1.0");
+        let unit = render_unit(&board("rpi4"), "1.0", false);
         has_lines(&unit, &COMMON);
         has_lines(
             &unit,
@@ -303,7 +344,7 @@ mod tests {
     fn kiosk_off_runs_run() {
         let mut b = board("rpi4");
         b.kiosk.enabled = false;
-        let unit = render_unit(&b, "1.0");
+        let unit = render_unit(&b, "1.0", false);
         has_lines(&unit, &COMMON);
         has_lines(
             &unit,
@@ -322,7 +363,7 @@ mod tests {
         let mut b = board("jetson-orin-nano");
         b.kiosk.listen = "0.0.0.0:8080".into();
         b.kiosk.token_env = true;
-        let unit = render_unit(&b, "1.0");
+        let unit = render_unit(&b, "1.0", false);
         has_lines(&unit, &COMMON);
         has_lines(&unit, &["EnvironmentFile=-/etc/hydranet/kiosk.env"]);
         let exec = unit
@@ -334,7 +375,7 @@ mod tests {
         // Every address: nothing to wait for. One interface's address: wait for the network.
         assert!(!unit.contains("network-online"));
         b.kiosk.listen = "192.168.1.20:8080".into();
-        let unit = render_unit(&b, "1.0");
+        let unit = render_unit(&b, "1.0", false);
         has_lines(
             &unit,
             &["Wants=network-online.target", "After=network-online.target"],
@@ -345,7 +386,7 @@ mod tests {
     fn libcamerify_wraps_the_runtime() {
         let mut b = board("rpi5");
         b.camera.path = CameraPath::Libcamerify;
-        let unit = render_unit(&b, "1.0");
+        let unit = render_unit(&b, "1.0", false);
         assert!(unit.contains(
             "ExecStart=/usr/bin/libcamerify /opt/hydranet/current/bin/edge-runtime kiosk"
         ));
@@ -384,6 +425,7 @@ mod tests {
             binary: FileDigest::of(BIN, b"b"),
             model: FileDigest::of(MODEL, b"m"),
             kiosk: None,
+            detector: None,
         };
         let sh = render_install_sh(&m);
         for p in [

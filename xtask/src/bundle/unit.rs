@@ -4,7 +4,7 @@ use crate::board::{Board, CameraPath, DYNAMIC_USER, TOKEN_FILE, TOKEN_VAR};
 /// The unit's command line: edge-runtime `run`, or `kiosk` (the same model and camera flags,
 /// plus `--listen`) when the profile's kiosk is on. The token never appears here: the unit
 /// passes it in the environment (see [`render_unit`]).
-pub fn exec_start(board: &Board) -> String {
+pub fn exec_start(board: &Board, detector: bool) -> String {
     let prefix = &board.install.prefix;
     let cam = &board.camera;
     let wrapper = match cam.path {
@@ -16,15 +16,21 @@ pub fn exec_start(board: &Board) -> String {
     } else {
         ("run", String::new())
     };
+    // With a detector every face in view is found and answered; without, the guide box.
+    let detect = if detector {
+        format!(" --detector {prefix}/current/{}", super::DETECTOR)
+    } else {
+        String::new()
+    };
     format!(
         "{wrapper}{prefix}/current/bin/edge-runtime {command} --model \
          {prefix}/current/model/model.onnx --source v4l:{} --camera-format {} --width {} \
-         --height {} --fps {}{listen}",
+         --height {} --fps {}{detect}{listen}",
         cam.device, cam.format, cam.width, cam.height, cam.fps
     )
 }
 
-pub fn render_unit(board: &Board, version: &str) -> String {
+pub fn render_unit(board: &Board, version: &str, detector: bool) -> String {
     let mut account = String::new();
     if board.install.user == DYNAMIC_USER {
         account.push_str(
@@ -98,6 +104,6 @@ pub fn render_unit(board: &Board, version: &str) -> String {
          WantedBy=multi-user.target\n",
         name = board.name,
         description = board.description,
-        exec = exec_start(board),
+        exec = exec_start(board, detector),
     )
 }

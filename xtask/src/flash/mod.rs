@@ -241,7 +241,7 @@ fn stage_release(bundle: &Bundle, dir: &Path) -> Result<()> {
     for sub in release_dirs(m.kiosk_display()) {
         make_dir(&dir.join(sub))?;
     }
-    for (rel, mode) in release_files(&m.install.service, m.kiosk_display()) {
+    for (rel, mode) in release_files(&m.install.service, m.kiosk_display(), m.detector.is_some()) {
         crate::bundle::write_file(&dir.join(&rel), &bundle.files[&rel], mode)?;
     }
     Ok(())
