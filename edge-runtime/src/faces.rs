@@ -33,6 +33,9 @@ pub struct FaceOptions {
     pub crop: CropRule,
     /// Faces per frame run through the network (best first); the rest are counted.
     pub cap: usize,
+    /// Run the detector on every this-many frames of a stream; the frames between reuse
+    /// the last faces found (the HydraNet still reads every frame). 1: every frame.
+    pub detect_every: u32,
 }
 
 impl Default for FaceOptions {
@@ -41,6 +44,7 @@ impl Default for FaceOptions {
             detect: DetectConfig::default(),
             crop: CropRule::UTKFACE,
             cap: 8,
+            detect_every: 1,
         }
     }
 }
@@ -108,6 +112,8 @@ pub struct Found {
     pub crops: Vec<Crop>,
     /// Faces found beyond the cap.
     pub over_cap: usize,
+    /// The frame's width and height.
+    pub size: (u32, u32),
 }
 
 /// The detector with its options and reused buffers.
@@ -156,6 +162,7 @@ impl FaceFinder {
             faces,
             crops,
             over_cap,
+            size: (width, height),
         })
     }
 

@@ -1,14 +1,25 @@
-//! `edge-runtime bench`: latency percentiles and throughput, warm-up excluded.
+//! `edge-runtime bench`: latency percentiles and throughput, warm-up excluded. The file may
+//! be a HydraNet or the face detector (a file without a contract is tried as BlazeFace).
 use std::{path::PathBuf, process::ExitCode, time::Instant};
 
-use anyhow::Result;
-use edge_runtime::stats::{peak_rss_bytes, quantile};
+use anyhow::{Context, Result};
+use edge_runtime::{
+    detect::Detector,
+    stats::{peak_rss_bytes, quantile},
+    Engine,
+};
+
+/// What is benchmarked.
+enum Net {
+    HydraNet(Box<Engine>),
+    Detector(Box<Detector>),
+}
 use serde_json::json;
 
 /// Arguments of `bench`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// ONNX model file.
+    /// ONNX model file: a HydraNet, or the BlazeFace face detector.
     #[arg(long)]
     model: PathBuf,
     /// Images per run.
@@ -30,19 +41,39 @@ pub struct Args {
 pub fn run(a: Args) -> Result<ExitCode> {
     super::set_threads(a.threads)?;
     let t_load = Instant::now();
-    let engine = a.int8.load(&a.model, a.batch)?;
+    let net = match a.int8.load(&a.model, a.batch) {
+        Ok(engine) => Net::HydraNet(Box::new(engine)),
+        Err(e) if matches!(e.downcast_ref(), Some(edge_runtime::Error::Contract { .. })) => {
+            anyhow::ensure!(a.batch == 1, "the face detector runs one frame at a time");
+            Net::Detector(Box::new(
+                Detector::load(&a.model, Default::default())
+                    .with_context(|| format!("{} has no HydraNet contract", a.model.display()))?,
+            ))
+        }
+        Err(e) => return Err(e),
+    };
     let load_s = t_load.elapsed().as_secs_f64();
-    let n = engine.batch() * engine.contract().preprocess.input_len();
+    let n = match &net {
+        Net::HydraNet(e) => e.batch() * e.contract().preprocess.input_len(),
+        Net::Detector(d) => (d.input_size() as usize).pow(2) * 3,
+    };
     // A fixed, non-trivial input (a sine pattern): no RNG crate needed for a benchmark.
     let input: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37).sin() * 1.5).collect();
+    let run = || -> Result<()> {
+        match &net {
+            Net::HydraNet(e) => drop(e.run_raw(&input)?),
+            Net::Detector(d) => drop(d.run_raw(&input)?),
+        }
+        Ok(())
+    };
     for _ in 0..a.warmup {
-        engine.run_raw(&input)?;
+        run()?;
     }
     let mut lat = Vec::with_capacity(a.iters);
     let t0 = Instant::now();
     for _ in 0..a.iters.max(1) {
         let t = Instant::now();
-        engine.run_raw(&input)?;
+        run()?;
         lat.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let wall = t0.elapsed().as_secs_f64();
@@ -54,8 +85,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
         "model_bytes": size,
         "batch": a.batch,
         "threads": a.threads,
+        "kind": match net { Net::HydraNet(_) => "hydranet", Net::Detector(_) => "face detector" },
         "int8_kernel": format!("{:?}", a.int8.kernel()).to_lowercase(),
-        "int8_convolutions": engine.fused().convolutions,
+        "int8_convolutions": match &net { Net::HydraNet(e) => e.fused().convolutions, Net::Detector(_) => 0 },
         "iters": lat.len(),
         "p50_ms": quantile(&lat, 0.5),
         "p90_ms": quantile(&lat, 0.9),

@@ -64,6 +64,10 @@ pub struct DetectArgs {
     /// Least detector score of a face (0..1).
     #[arg(long, default_value_t = models::detect::DetectConfig::default().min_score)]
     pub min_score: f32,
+    /// Run the detector on every Nth frame of a stream (`run`, the kiosk); the frames
+    /// between reuse its faces. 1 = every frame.
+    #[arg(long, default_value_t = 1)]
+    pub detect_every: u32,
 }
 
 impl DetectArgs {
@@ -90,6 +94,7 @@ impl DetectArgs {
                 ..Default::default()
             },
             cap: self.max_faces,
+            detect_every: self.detect_every,
             ..Default::default()
         };
         o.validate().map_err(anyhow::Error::msg)?;

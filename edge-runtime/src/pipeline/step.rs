@@ -15,7 +15,7 @@ use models::{
 
 use super::{Config, PipelineError, StageTimes};
 use crate::{
-    faces::{FaceFinder, MAX_FACES},
+    faces::{FaceFinder, Found, MAX_FACES},
     source::Frame,
     Engine,
 };
@@ -58,6 +58,8 @@ enum Mode<'a> {
         fresh: Smoother,
         padded: Vec<f32>,
         engine: &'a Engine,
+        /// The last detection, and frames since it ran.
+        last: Option<(Found, u32)>,
     },
 }
 
@@ -86,6 +88,7 @@ impl<'a> FrameStep<'a> {
                 fresh: smoother,
                 padded: Vec::new(),
                 engine,
+                last: None,
             },
         };
         Ok(Self {
@@ -102,7 +105,10 @@ impl<'a> FrameStep<'a> {
     pub fn reset(&mut self) {
         match &mut self.mode {
             Mode::Guide(s) => s.reset(),
-            Mode::Faces { tracker, .. } => tracker.clear(),
+            Mode::Faces { tracker, last, .. } => {
+                tracker.clear();
+                *last = None;
+            }
         }
     }
 
@@ -162,11 +168,24 @@ impl<'a> FrameStep<'a> {
                 fresh,
                 padded,
                 engine,
+                last,
             } => {
                 let aspect = spec.width as f32 / spec.height as f32;
-                let found = finder
-                    .find(&frame.rgb, frame.width, frame.height, aspect)
-                    .map_err(PipelineError::Engine)?;
+                let every = finder.options().detect_every;
+                let found = match last.take() {
+                    // Between detections the faces are where they were last seen.
+                    Some((found, age)) if age + 1 < every && found_fits(&found, frame) => {
+                        *last = Some((found.clone(), age + 1));
+                        found
+                    }
+                    _ => {
+                        let found = finder
+                            .find(&frame.rgb, frame.width, frame.height, aspect)
+                            .map_err(PipelineError::Engine)?;
+                        *last = Some((found.clone(), 0));
+                        found
+                    }
+                };
                 let t1 = Instant::now();
                 finder
                     .prepare(
@@ -220,4 +239,9 @@ impl<'a> FrameStep<'a> {
             }
         }
     }
+}
+
+/// Whether a detection still applies to `frame` (a reopened camera may change its size).
+fn found_fits(found: &Found, frame: &Frame) -> bool {
+    found.size == (frame.width, frame.height)
 }
