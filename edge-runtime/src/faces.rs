@@ -55,6 +55,12 @@ impl FaceOptions {
         if self.cap == 0 || self.cap > MAX_FACES {
             return Err(format!("face cap {} is outside 1..={MAX_FACES}", self.cap));
         }
+        if !(1..=30).contains(&self.detect_every) {
+            return Err(format!(
+                "detecting every {} frames is outside 1..=30",
+                self.detect_every
+            ));
+        }
         Ok(())
     }
 }

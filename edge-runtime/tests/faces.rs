@@ -72,6 +72,22 @@ impl Sink for Collect {
 
 #[test]
 fn two_moving_faces_keep_their_tracks_and_an_empty_frame_has_none() {
+    moving_faces(1);
+}
+
+#[test]
+fn detecting_every_fourth_frame_keeps_the_tracks_and_answers_every_frame() {
+    // Detections at frames 0, 4, 8 and 12: the faces' last frame (11) and the first empty
+    // one (12) fall on both sides of a detection.
+    moving_faces(4);
+    let bad = |n| FaceOptions {
+        detect_every: n,
+        ..FaceOptions::default()
+    };
+    assert!(bad(0).validate().is_err() && bad(31).validate().is_err());
+}
+
+fn moving_faces(detect_every: u32) {
     // Twelve frames of two faces drifting right by 4 px a frame, then four with no face.
     let dir = tempfile::tempdir().unwrap();
     for k in 0..16 {
@@ -90,6 +106,10 @@ fn two_moving_faces_keep_their_tracks_and_an_empty_frame_has_none() {
     assert_eq!(engine.max_batch(), 8);
     let config = pipeline::Config {
         detector: Some(detector()),
+        faces: FaceOptions {
+            detect_every,
+            ..FaceOptions::default()
+        },
         ..pipeline::Config::default()
     };
     let opts = SourceOptions {
