@@ -4,10 +4,12 @@
 //!
 //! - [`engine`]: loads the file (load-time graph rewrites included) and runs it;
 //! - [`detect`]: the face detector (BlazeFace) that finds the faces the engine reads;
+//! - [`faces`]: detector + crop rule + cap: a frame's faces as one network batch;
 //! - [`qconv`]: the integer convolution that the engine fuses QDQ chains into;
 //! - `dequant` (private): constant `DequantizeLinear`s folded into float weights at load;
 //! - [`source`]: frame sources (V4L2 cameras, image folders and sequences, a test pattern);
-//! - [`pipeline`]: capture thread → per-frame inference → smoothing → a sink;
+//! - [`pipeline`]: capture thread → per-frame inference (guide box, or faces and their
+//!   tracks) → smoothing → a sink;
 //! - [`kiosk`] (feature `kiosk`): the camera kiosk's HTTP server, page and metrics;
 //! - [`systemd`]: READY and watchdog notifications;
 //! - [`stats`]: the latency statistics `bench` prints;
