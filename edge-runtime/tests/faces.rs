@@ -310,3 +310,39 @@ fn predict_detect_on_a_real_photo_and_bad_detector_files() {
     assert!(!ok && err.contains("junk.jpg"), "{err}");
     assert_eq!(out.lines().count(), 1, "{out}");
 }
+
+#[test]
+fn the_fetch_script_names_a_tampered_detector_and_leaves_a_good_one_alone() {
+    let fetched = detector();
+    let src = fetched.parent().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "face_detection_front_128x128_barracuda.onnx",
+        "face_detection_back_256x256_barracuda.onnx",
+        "LICENSE",
+    ] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-detector.sh");
+    let fetch = || Command::new(&script).arg(dir.path()).output().unwrap();
+    let out = fetch();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
+    let back = dir
+        .path()
+        .join("face_detection_back_256x256_barracuda.onnx");
+    let mut bytes = std::fs::read(&back).unwrap();
+    bytes[1000] ^= 0x55;
+    std::fs::write(&back, &bytes).unwrap();
+    let out = fetch();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a tampered file passed");
+    assert!(
+        err.contains(&back.display().to_string()) && err.contains("sha256"),
+        "{err}"
+    );
+}
