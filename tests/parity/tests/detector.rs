@@ -241,7 +241,7 @@ fn on_a_real_photo_tract_and_onnxruntime_find_the_same_one_face() {
 }
 
 /// The detector fixture: onnxruntime's scores and faces on `detector_scenes`, which the
-/// edge runtime's own test (edge-runtime/tests/detector_fixture.rs) checks tract against on
+/// edge runtime's own fixture test (edge-runtime/tests/fixture.rs) checks tract against on
 /// x86_64 and on aarch64 under QEMU, where onnxruntime does not run. With
 /// HYDRANET_REGENERATE=1 this writes it; otherwise it checks the file is still
 /// onnxruntime's answer.

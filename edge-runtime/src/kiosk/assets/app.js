@@ -243,7 +243,8 @@ function onPrediction(e) {
   const p = parse(e);
   if (!p) return;
   // Smooth the latency readout; at 30-100 Hz the raw number is unreadable.
-  const ms = p.ms && p.ms.inference;
+  // With a detector a frame's network time is the detector's plus the HydraNet batch's.
+  const ms = p.ms && p.ms.inference + (Number.isFinite(p.ms.detect) ? p.ms.detect : 0);
   if (Number.isFinite(ms)) latencyEma = latencyEma === null ? ms : latencyEma * 0.9 + ms * 0.1;
   pendingPrediction = p; // only the newest one is drawn
   schedule();
