@@ -93,6 +93,17 @@ pub fn prepare(
     (onnx, fused)
 }
 
+/// Reads and decodes `path`. The file's bytes are dropped as soon as they are decoded, and
+/// the decoded protobuf as soon as tract has its own copy: at most two copies of the
+/// weights are alive at once, which keeps peak RSS near twice the file size.
+fn read_proto(path: &Path) -> Result<pb::ModelProto> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })?;
+    decode_proto(&bytes, path)
+}
+
 fn decode_proto(bytes: &[u8], path: &Path) -> Result<pb::ModelProto> {
     pb::ModelProto::decode(bytes).map_err(|e| Error::NotOnnx {
         path: path.into(),
@@ -109,17 +120,7 @@ impl Engine {
 
     /// As [`Engine::load`], with explicit [`LoadOptions`].
     pub fn load_with(path: &Path, batch: usize, options: LoadOptions) -> Result<Self> {
-        // The file's bytes are dropped as soon as they are decoded, and the decoded
-        // protobuf as soon as tract has its own copy: at most two copies of the weights
-        // are alive at once, which keeps peak RSS near twice the file size.
-        let proto = {
-            let bytes = std::fs::read(path).map_err(|source| Error::Io {
-                path: path.into(),
-                source,
-            })?;
-            decode_proto(&bytes, path)?
-        };
-        Self::from_proto(proto, path, &[batch], options)
+        Self::from_proto(read_proto(path)?, path, &[batch], options)
     }
 
     /// As [`Engine::load`], from bytes already read; `path` is used in messages.
@@ -140,14 +141,7 @@ impl Engine {
         while sizes[sizes.len() - 1] < max_faces.max(1) {
             sizes.push(sizes[sizes.len() - 1] * 2);
         }
-        let proto = {
-            let bytes = std::fs::read(path).map_err(|source| Error::Io {
-                path: path.into(),
-                source,
-            })?;
-            decode_proto(&bytes, path)?
-        };
-        Self::from_proto(proto, path, &sizes, options)
+        Self::from_proto(read_proto(path)?, path, &sizes, options)
     }
 
     fn from_proto(

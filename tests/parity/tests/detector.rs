@@ -57,6 +57,23 @@ fn inside(f: &Face, sq: &[f32; 4]) -> bool {
     cx > sq[0] && cx < sq[0] + sq[2] && cy > sq[1] && cy < sq[1] + sq[3]
 }
 
+/// onnxruntime's scores and boxes for input `i`, in anchor order (fine layer, then coarse).
+fn ort_outputs(ort: &serde_json::Value, i: usize) -> (Vec<f32>, Vec<f32>) {
+    let out = |n: &str| -> Vec<f32> {
+        ort["outputs"][n][i]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let mut scores = out("Identity:0");
+    scores.extend(out("Identity_1:0"));
+    let mut boxes = out("Identity_2:0");
+    boxes.extend(out("Identity_3:0"));
+    (scores, boxes)
+}
+
 #[test]
 fn tract_loads_blazeface_only_with_the_constant_of_shape_default() {
     for (name, nodes) in [(FRONT, 11), (BACK, 2)] {
@@ -103,20 +120,9 @@ fn tract_agrees_with_onnxruntime_and_finds_the_faces() {
             tract.push(det.run_raw(buf.input()).unwrap());
         }
         let ort = onnxruntime_run(&path, &inputs, &[1, size, size, 3]);
-        let out = |n: &str, i: usize| -> Vec<f32> {
-            ort["outputs"][n][i]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap() as f32)
-                .collect()
-        };
         let mut worst = 0f32;
         for (i, ((w, h, at), (scores, boxes))) in scenes.iter().zip(&tract).enumerate() {
-            let mut ort_scores = out("Identity:0", i);
-            ort_scores.extend(out("Identity_1:0", i));
-            let mut ort_boxes = out("Identity_2:0", i);
-            ort_boxes.extend(out("Identity_3:0", i));
+            let (ort_scores, ort_boxes) = ort_outputs(&ort, i);
             for (a, b) in scores
                 .iter()
                 .chain(boxes)
@@ -205,18 +211,7 @@ fn on_a_real_photo_tract_and_onnxruntime_find_the_same_one_face() {
         let fit = det.prepare(img.as_raw(), w, h, &mut buf).unwrap();
         let (scores, boxes) = det.run_raw(buf.input()).unwrap();
         let ort = onnxruntime_run(&path, &[buf.input().to_vec()], &[1, size, size, 3]);
-        let out = |n: &str| -> Vec<f32> {
-            ort["outputs"][n][0]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap() as f32)
-                .collect()
-        };
-        let mut ort_scores = out("Identity:0");
-        ort_scores.extend(out("Identity_1:0"));
-        let mut ort_boxes = out("Identity_2:0");
-        ort_boxes.extend(out("Identity_3:0"));
+        let (ort_scores, ort_boxes) = ort_outputs(&ort, 0);
         let worst = scores
             .iter()
             .chain(&boxes)
@@ -262,20 +257,9 @@ fn the_detector_fixture_is_onnxruntime_s_answer() {
             inputs.push(buf.input().to_vec());
         }
         let ort = onnxruntime_run(&path, &inputs, &[1, size, size, 3]);
-        let out = |n: &str, i: usize| -> Vec<f32> {
-            ort["outputs"][n][i]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap() as f32)
-                .collect()
-        };
         let mut rows = Vec::new();
         for (i, (scene, _)) in scenes.iter().enumerate() {
-            let mut scores = out("Identity:0", i);
-            scores.extend(out("Identity_1:0", i));
-            let mut boxes = out("Identity_2:0", i);
-            boxes.extend(out("Identity_3:0", i));
+            let (scores, boxes) = ort_outputs(&ort, i);
             let faces = det.decode(&scores, &boxes, &fits[i]).unwrap();
             rows.push(serde_json::json!({"scene": scene, "scores": scores, "faces": faces}));
         }
