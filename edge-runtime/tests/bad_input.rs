@@ -147,6 +147,14 @@ fn predict_reports_bad_images_and_carries_on() {
                 && v["ethnicity"]["probs"].is_array(),
             "{v}"
         );
+        // The heads the model's heads file declared, with no name in the runtime's code.
+        assert_eq!(
+            v["age_group"]["probs"].as_array().map(Vec::len),
+            Some(8),
+            "{v}"
+        );
+        let adult = v["is_adult"]["label"].as_str().unwrap_or_default();
+        assert!(["minor", "adult"].contains(&adult), "{v}");
         assert!(v["file"].as_str().unwrap().ends_with("face.png"));
     }
     assert!(

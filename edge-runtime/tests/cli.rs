@@ -53,9 +53,45 @@ fn eval_json_ends_with_the_metrics_object() {
     assert_eq!(v["n"], 60);
     assert_eq!(v["skipped"], 1);
     assert!(err.contains("61_1_20170109142408075.jpg.chip.jpg"), "{err}");
-    for k in ["age_mae", "gender_acc", "ethnicity_acc"] {
+    // The age-band head is labelled by the names' age field; `is_adult` is not.
+    for k in ["age_mae", "gender_acc", "ethnicity_acc", "age_group_acc"] {
         assert!(v[k].is_number(), "{k}: {v}");
     }
+    assert_eq!(v["is_adult_n"], 0, "{v}");
+    assert!(err.contains("labels no image for head `is_adult`"), "{err}");
+
+    // A manifest labelling `is_adult` on every other image, beside the folder.
+    let mut csv = String::from("path,is_adult\n");
+    let mut labelled = 0;
+    let linked = names
+        .iter()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter_map(|n| models::dataset::parse_utkface_name(&n).ok().map(|l| (n, l)))
+        .take(60);
+    for (n, l) in linked.step_by(2) {
+        csv.push_str(&format!(
+            "{n},{}\n",
+            if l.age >= 18 { "adult" } else { "minor" }
+        ));
+        labelled += 1;
+    }
+    let m = data.path().join("adults.csv");
+    std::fs::write(&m, csv).unwrap();
+    let (ok, out, err) = edge(&[
+        "eval",
+        "--model",
+        fx.model_path().to_str().unwrap(),
+        "--data",
+        data.path().to_str().unwrap(),
+        "--manifest",
+        m.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(v["n"], labelled, "{v}");
+    assert!(v["is_adult_acc"].is_number(), "{v}");
+    assert_eq!(v["age_n"], 0, "only is_adult is labelled: {v}");
 }
 
 #[test]
@@ -84,4 +120,6 @@ fn info_prints_the_contract() {
     assert!(ok);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["heads"][2]["name"], "ethnicity");
+    assert_eq!(v["heads"][4]["name"], "is_adult");
+    assert_eq!(v["heads"].as_array().unwrap().len(), 5);
 }

@@ -170,6 +170,27 @@ async fn the_page_is_live_follows_the_source_and_shows_a_lost_camera() {
         Duration::from_secs(10),
     )
     .await;
+    // One panel per head the model declares (five: its heads file added two), each with
+    // an answer.
+    let panels = js(
+        &client,
+        "return [...document.querySelectorAll('#heads section.head')].map(s => \
+         [s.dataset.head, (s.querySelector('.class-label, .value') || {}).textContent]);",
+    )
+    .await;
+    let panels = panels.as_array().cloned().unwrap_or_default();
+    let names: Vec<&str> = panels.iter().filter_map(|p| p[0].as_str()).collect();
+    assert_eq!(
+        names,
+        ["age", "gender", "ethnicity", "age_group", "is_adult"],
+        "{panels:?}"
+    );
+    assert!(
+        panels
+            .iter()
+            .all(|p| p[1].as_str().is_some_and(|t| t != "–")),
+        "every head answers: {panels:?}"
+    );
     let live = screenshot(&client, "kiosk-live.png").await;
     eprintln!("answers seen: {seen:?}");
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use models::{
-    dataset::{scan_source, split},
+    dataset::{label_counts, split, DataSource},
     Contract,
 };
 
@@ -77,25 +77,25 @@ pub fn load(
 
 /// The images of one split, read and preprocessed for `contract`.
 pub struct Scored {
-    /// The folder or manifest.
-    pub source: PathBuf,
+    /// The folder or manifests, for messages.
+    pub source: String,
     /// The readable images.
     pub cache: ImageCache,
     /// Files skipped: malformed names and unreadable images.
     pub skipped: usize,
 }
 
-/// Reads `which` split of `source` (a folder or manifest), warning about every skipped
-/// file; fails when no image is readable.
+/// Reads `which` split of `source`, warning about every skipped file and every head the
+/// data does not label (its metrics are then empty); fails when no image is readable.
 pub fn load_split(
-    source: &Path,
+    source: &DataSource,
     contract: &Contract,
     which: Split,
     val_fraction: f64,
 ) -> Result<Scored> {
-    let scan = scan_source(source, &contract.heads)?;
+    let scan = source.scan(&contract.heads)?;
     if let Some(r) = scan.rejection_report() {
-        tracing::warn!("{}: {r}", source.display());
+        tracing::warn!("{}: {r}", source.describe());
     }
     let rejected = scan.rejected.len();
     let samples = match which {
@@ -103,6 +103,20 @@ pub fn load_split(
         Split::Val => split(&scan.samples, val_fraction).1,
         Split::Train => split(&scan.samples, val_fraction).0,
     };
+    for (h, n) in contract
+        .heads
+        .iter()
+        .zip(label_counts(&samples, contract.heads.len()))
+    {
+        if n == 0 {
+            tracing::warn!(
+                "{}: no image of this split is labelled for head `{}` (column `{}`)",
+                source.describe(),
+                h.name,
+                h.column()
+            );
+        }
+    }
     let cache = ImageCache::build(&samples, &contract.preprocess, None);
     for s in &cache.skipped {
         tracing::warn!(
@@ -114,12 +128,12 @@ pub fn load_split(
     if cache.is_empty() {
         return Err(Error::Config(format!(
             "no readable images in {}",
-            source.display()
+            source.describe()
         )));
     }
     let skipped = rejected + cache.skipped.len();
     Ok(Scored {
-        source: source.to_path_buf(),
+        source: source.describe(),
         cache,
         skipped,
     })

@@ -15,7 +15,7 @@ use host_train::{
     train::{
         average::{average, average_checkpoints},
         checkpoint,
-        setup::{build_trainer, contract_for, load_for_inference, prepare_data},
+        setup::{build_trainer, contract_for, load_for_inference, prepare_data, Need},
         TrainConfig,
     },
 };
@@ -26,7 +26,7 @@ fn run_keeping_epochs(data: &Path, out: &Path, input_size: u32) -> TrainConfig {
     config.input_size = input_size;
     let backbone: BackboneConfig = config.backbone.parse().unwrap();
     let contract = contract_for(&config, &backbone);
-    let prepared = prepare_data(&config, &contract).unwrap();
+    let prepared = prepare_data(&config, &contract, Need::AllHeads).unwrap();
     let mut t = build_trainer(
         config.clone(),
         contract,
@@ -121,7 +121,7 @@ fn recomputed_batch_norm_matches_the_batch_statistics_of_the_averaged_weights() 
     // give what training mode (the batch's own statistics) gives.
     let backbone: BackboneConfig = config.backbone.parse().unwrap();
     let contract = contract_for(&config, &backbone);
-    let prepared = prepare_data(&config, &contract).unwrap();
+    let prepared = prepare_data(&config, &contract, Need::AllHeads).unwrap();
     let n = prepared.train.len();
     let batch = Batcher::new(&prepared.train, &contract.heads, AugmentConfig::NONE, 0)
         .batch(&(0..n).collect::<Vec<_>>(), 0, false, &Device::Cpu)

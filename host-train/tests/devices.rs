@@ -20,7 +20,7 @@ use host_train::{
     net::BackboneConfig,
     train::{
         checkpoint,
-        setup::{build_trainer, contract_for, load_for_inference, prepare_data},
+        setup::{build_trainer, contract_for, load_for_inference, prepare_data, Need},
         trainer::Outcome,
         TrainConfig,
     },
@@ -54,7 +54,7 @@ fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
 fn trained_checkpoint(config: &TrainConfig) -> std::path::PathBuf {
     let backbone: BackboneConfig = config.backbone.parse().unwrap();
     let contract = contract_for(config, &backbone);
-    let data = prepare_data(config, &contract).unwrap();
+    let data = prepare_data(config, &contract, Need::AllHeads).unwrap();
     let mut t = build_trainer(
         config.clone(),
         contract,
@@ -202,7 +202,7 @@ fn run_steps(
 ) -> Outcome {
     let backbone: BackboneConfig = config.backbone.parse().unwrap();
     let contract = contract_for(config, &backbone);
-    let data = prepare_data(config, &contract).unwrap();
+    let data = prepare_data(config, &contract, Need::AllHeads).unwrap();
     std::fs::create_dir_all(&config.out).unwrap();
     let mut t = build_trainer(
         config.clone(),

@@ -16,7 +16,7 @@ use host_train::{
     train::{
         checkpoint,
         finetune::{finetune, FinetuneOptions},
-        setup::{build_trainer, contract_for, prepare_data},
+        setup::{build_trainer, contract_for, prepare_data, Need},
     },
 };
 use models::HeadSpec;
@@ -26,7 +26,7 @@ fn trained(data: &Path, run: &Path) -> std::path::PathBuf {
     let config = tiny_config(data, run);
     let backbone: BackboneConfig = config.backbone.parse().unwrap();
     let contract = contract_for(&config, &backbone);
-    let prepared = prepare_data(&config, &contract).unwrap();
+    let prepared = prepare_data(&config, &contract, Need::AllHeads).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let mut t = build_trainer(config, contract, &prepared, None, Device::Cpu, stop).unwrap();
     t.verbose = false;
@@ -52,7 +52,7 @@ fn options(data: &Path, head: &str, add: Option<HeadSpec>) -> FinetuneOptions {
     FinetuneOptions {
         head: head.into(),
         add,
-        data: data.into(),
+        data: models::dataset::DataSource::folder(data),
         epochs: 3,
         batch: 32,
         lr: 3e-3,
@@ -162,4 +162,105 @@ fn an_added_age_band_head_trains_and_exports() {
         err.contains("no head `mood`") && err.contains("gender"),
         "{err}"
     );
+}
+
+/// `finetune --add-head NAME --heads FILE --manifest CSV`: a binary head declared in a heads
+/// file, labelled by a CSV that names only it (and only for some images), trains on the
+/// frozen body; everything else stays bit-identical and the export has one output more.
+#[test]
+fn a_declared_head_trains_from_a_csv_that_labels_only_it() {
+    let data = tempfile::tempdir().unwrap();
+    host_train::synth::generate(data.path(), 96, 40, 4).unwrap();
+    let run = tempfile::tempdir().unwrap();
+    let ck = trained(data.path(), run.path());
+    let heads = models::heads_file::parse_heads(
+        "[[head]]\nname = \"greying\"\nkind = \"binary\"\nlabels = [\"no\", \"yes\"]\ncolumn = \"grey\"\n",
+        Path::new("extra.toml"),
+    )
+    .unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(data.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    // Synthetic faces get grey hair with age: the label follows the age field. A third of
+    // the rows are left empty (unlabelled).
+    let mut csv = String::from("path,grey\n");
+    for (i, n) in names.iter().enumerate() {
+        let age = models::dataset::parse_utkface_name(n).unwrap().age;
+        let cell = match i % 3 {
+            0 => "",
+            _ if age >= 50 => "yes",
+            _ => "no",
+        };
+        csv.push_str(&format!("{n},{cell}\n"));
+    }
+    let manifest = data.path().join("grey.csv");
+    std::fs::write(&manifest, csv).unwrap();
+    let out = run.path().join("ft-grey.safetensors");
+    let opts = FinetuneOptions {
+        data: models::dataset::DataSource {
+            images: None,
+            manifests: vec![manifest],
+        },
+        ..options(data.path(), "greying", Some(heads[0].clone()))
+    };
+    let r = finetune(&ck, &out, &opts, &Device::Cpu).unwrap();
+    assert_eq!(r.head_index, 3);
+    let labelled = names.len() - names.len().div_ceil(3);
+    // Only labelled images are features (mirrored copies included) or validation samples.
+    assert!(
+        r.train_features + 2 * r.val_samples <= 2 * labelled,
+        "{} {}",
+        r.train_features,
+        r.val_samples
+    );
+    let m = &r.after.0.heads[3];
+    assert_eq!(m.n as usize, r.val_samples);
+    // The old heads have no labels in this CSV: their metrics are empty, not wrong.
+    assert_eq!(r.after.0.heads[0].n, 0);
+    assert!(r.after.0.heads[0].mae.is_none());
+    let (a, b) = (bytes(&ck), bytes(&out));
+    for (name, va) in &a {
+        assert!(va == &b[name], "{name} changed");
+    }
+    assert!(b.keys().any(|n| n.starts_with("heads.greying.")));
+    let contract = checkpoint::load(&out, &Device::Cpu).unwrap().contract;
+    assert_eq!(contract.heads.len(), 4);
+    assert_eq!(contract.heads[3].column(), "grey");
+    let onnx = run.path().join("four.onnx");
+    export_checkpoint(&out, &onnx, &ExportOptions::default()).unwrap();
+    let im = host_train::export::import::load_onnx(&onnx, &Device::Cpu).unwrap();
+    assert_eq!(im.contract.heads[3].name, "greying");
+
+    // From an exported file (a shipped model, its checkpoint gone): the new file holds the
+    // old one's every weight bit for bit, and the new head's.
+    let three = run.path().join("three.onnx");
+    export_checkpoint(&ck, &three, &ExportOptions::default()).unwrap();
+    let from_onnx = run.path().join("ft-from-onnx.safetensors");
+    finetune(&three, &from_onnx, &opts, &Device::Cpu).unwrap();
+    let four = run.path().join("four-from-onnx.onnx");
+    export_checkpoint(&from_onnx, &four, &ExportOptions::default()).unwrap();
+    let (old, new) = (initializers(&three), initializers(&four));
+    for (name, bytes) in &old {
+        assert!(new.get(name) == Some(bytes), "{name} changed");
+    }
+    assert!(new.keys().any(|n| n.starts_with("heads.greying.")));
+    assert_eq!(
+        new.len(),
+        old.len() + 4,
+        "two Linear layers of the new head"
+    );
+}
+
+/// An ONNX file's initialisers: name → raw bytes.
+fn initializers(path: &Path) -> HashMap<String, Vec<u8>> {
+    use prost::Message;
+    let m = tract_onnx::pb::ModelProto::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
+    m.graph
+        .unwrap()
+        .initializer
+        .into_iter()
+        .map(|t| (t.name, t.raw_data))
+        .collect()
 }

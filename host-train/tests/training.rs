@@ -11,7 +11,7 @@ use host_train::{
     net::BackboneConfig,
     train::{
         checkpoint,
-        setup::{build_trainer, contract_for, load_for_inference, prepare_data},
+        setup::{build_trainer, contract_for, load_for_inference, prepare_data, Need},
         trainer::Outcome,
         TrainConfig,
     },
@@ -24,7 +24,7 @@ fn trainer_run(
 ) -> (Outcome, Vec<f64>) {
     let backbone: BackboneConfig = config.backbone.parse().unwrap();
     let contract = contract_for(config, &backbone);
-    let data = prepare_data(config, &contract).unwrap();
+    let data = prepare_data(config, &contract, Need::AllHeads).unwrap();
     let stop = Arc::new(AtomicBool::new(stop_early));
     std::fs::create_dir_all(&config.out).unwrap();
     let mut t = build_trainer(config.clone(), contract, &data, resume, Device::Cpu, stop).unwrap();
@@ -63,7 +63,7 @@ fn short_run_on_real_faces_lowers_the_loss_and_beats_chance_on_gender() {
     config.lr = 4e-3;
     let backbone: BackboneConfig = config.backbone.parse().unwrap();
     let contract = contract_for(&config, &backbone);
-    let data = prepare_data(&config, &contract).unwrap();
+    let data = prepare_data(&config, &contract, Need::AllHeads).unwrap();
     assert_eq!(data.train.len() + data.val.len(), 512);
     let mut t = build_trainer(
         config,
@@ -110,7 +110,7 @@ fn a_checkpoint_round_trip_gives_identical_outputs() {
     config.epochs = 1;
     let backbone: BackboneConfig = config.backbone.parse().unwrap();
     let contract = contract_for(&config, &backbone);
-    let prepared = prepare_data(&config, &contract).unwrap();
+    let prepared = prepare_data(&config, &contract, Need::AllHeads).unwrap();
     let mut t = build_trainer(
         config,
         contract,

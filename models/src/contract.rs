@@ -24,6 +24,12 @@ const K_TRAINING: &str = "hydranet.training";
 const K_QUANT: &str = "hydranet.quantization";
 const K_TTA: &str = "hydranet.test_time";
 
+/// Names in the exported ONNX graph (the input, value and node names) that have no `.` in
+/// them: the exporter's every other name has one, and a head name cannot, so a head may
+/// take none of these. `tests/parity/tests/heads.rs` checks the list against every form
+/// the exporter writes.
+pub const RESERVED_NAMES: [&str; 6] = ["image", "conv1", "bn1", "maxpool", "avgpool", "features"];
+
 /// What `hydranet.test_time` holds: a JSON object, so later test-time options can join
 /// without a new key (readers ignore fields they do not know).
 #[derive(Serialize, Deserialize)]
@@ -108,16 +114,24 @@ impl Contract {
         }
         for (i, h) in self.heads.iter().enumerate() {
             h.validate()?;
-            if self.heads[..i].iter().any(|o| o.name == h.name) {
+            // Case-insensitive: manifest columns are matched that way.
+            if self.heads[..i]
+                .iter()
+                .any(|o| o.name.eq_ignore_ascii_case(&h.name))
+            {
                 return Err(Error::InvalidContract(format!(
                     "head `{}` appears twice",
                     h.name
                 )));
             }
-            if h.name == "image" {
-                return Err(Error::InvalidContract(
-                    "a head may not be called `image`".into(),
-                ));
+            if let Some(r) = RESERVED_NAMES
+                .iter()
+                .find(|r| r.eq_ignore_ascii_case(&h.name))
+            {
+                return Err(Error::InvalidContract(format!(
+                    "head `{}` collides with the ONNX graph's `{r}`",
+                    h.name
+                )));
             }
         }
         self.preprocess.validate()

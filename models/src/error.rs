@@ -68,6 +68,30 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A heads file is wrong.
+    #[cfg(feature = "std")]
+    #[error("heads file {path}, line {line}, column {column}: {reason}")]
+    HeadsFile {
+        /// The heads file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column (in characters).
+        column: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A head has no labelled sample in the data.
+    #[cfg(feature = "std")]
+    #[error("head `{head}` has no labelled sample in {data}: {reason}")]
+    NoLabels {
+        /// The head.
+        head: String,
+        /// The data source(s).
+        data: String,
+        /// Why (no such column, every cell empty, ...).
+        reason: String,
+    },
     /// A data source held no usable sample.
     #[cfg(feature = "std")]
     #[error("no usable samples in {path} ({rejected} rejected){details}")]

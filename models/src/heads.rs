@@ -34,14 +34,63 @@ pub enum HeadKind {
     },
 }
 
+/// How training data labels a head. Training reads it; the edge ignores it. It travels in
+/// the contract with the head, so `eval` and `finetune` read a manifest the way training did
+/// without the heads file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Labeling {
+    /// Manifest column of the head's labels (default: the head's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    /// Weight of the head's loss in the sum of losses.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub weight: f32,
+    /// The column holds ages in years and the class is the age band holding it (the heads
+    /// file's `age_bands` kind).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub from_ages: bool,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+fn is_one(w: &f32) -> bool {
+    *w == 1.0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl Default for Labeling {
+    fn default() -> Self {
+        Self {
+            column: None,
+            weight: 1.0,
+            from_ages: false,
+        }
+    }
+}
+
+impl Labeling {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// One head of the HydraNet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeadSpec {
-    /// Name; also the name of the head's ONNX output and its manifest column.
+    /// Name; also the name of the head's ONNX output and, unless [`Labeling::column`] says
+    /// otherwise, its manifest column.
     pub name: String,
     /// What the head predicts.
     #[serde(flatten)]
     pub kind: HeadKind,
+    /// How training data labels it (absent from contracts written before heads files).
+    #[serde(default, skip_serializing_if = "Labeling::is_default")]
+    pub labeling: Labeling,
 }
 
 impl HeadSpec {
@@ -56,6 +105,7 @@ impl HeadSpec {
                 min,
                 max,
             },
+            labeling: Labeling::default(),
         }
     }
 
@@ -66,6 +116,7 @@ impl HeadSpec {
             kind: HeadKind::Binary {
                 labels: [negative.into(), positive.into()],
             },
+            labeling: Labeling::default(),
         }
     }
 
@@ -76,12 +127,14 @@ impl HeadSpec {
             kind: HeadKind::Multiclass {
                 labels: labels.iter().map(|s| s.to_string()).collect(),
             },
+            labeling: Labeling::default(),
         }
     }
 
     /// A multi-class head over age ranges, one class per band starting at each of `edges`
     /// (ascending, in years): `[0, 13, 20]` gives `0-12`, `13-19`, `20+`. Its targets come
-    /// from the age label, so it can be added to a UTKFace model without new annotations.
+    /// from an age in years (the `age` column or UTKFace's age field), so it can be added to
+    /// a UTKFace model without new annotations.
     pub fn age_bands(name: &str, edges: &[u32]) -> core::result::Result<Self, String> {
         if edges.len() < 2 || edges.windows(2).any(|w| w[0] >= w[1]) {
             return Err(format!(
@@ -99,7 +152,22 @@ impl HeadSpec {
         Ok(Self {
             name: name.into(),
             kind: HeadKind::Multiclass { labels },
+            labeling: Labeling {
+                column: Some("age".into()),
+                from_ages: true,
+                ..Labeling::default()
+            },
         })
+    }
+
+    /// The manifest column of this head's labels.
+    pub fn column(&self) -> &str {
+        self.labeling.column.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Weight of this head's loss.
+    pub fn weight(&self) -> f32 {
+        self.labeling.weight
     }
 
     /// For a multi-class head whose labels are all age ranges (`13-19`, `60+`), the class
@@ -113,6 +181,11 @@ impl HeadSpec {
             .iter()
             // A band `a-b` of whole years holds every age below b + 1.
             .position(|&(lo, hi)| age >= lo && age < hi + 1.0)
+    }
+
+    /// A multi-class head whose every label is an age range (`13-19`, `60+`).
+    pub fn is_age_bands(&self) -> bool {
+        matches!(&self.kind, HeadKind::Multiclass { labels } if labels.iter().all(|l| parse_age_range(l).is_some()))
     }
 
     /// Number of raw values the network emits for this head.
@@ -199,6 +272,19 @@ impl HeadSpec {
                     )));
                 }
             }
+        }
+        let w = self.labeling.weight;
+        if !(w.is_finite() && w >= 0.0) {
+            return Err(Error::InvalidContract(format!(
+                "head `{}`: loss weight {w} must be finite and not negative",
+                self.name
+            )));
+        }
+        if self.labeling.from_ages && !self.is_age_bands() {
+            return Err(Error::InvalidContract(format!(
+                "head `{}` is labelled from ages but its labels are not age bands",
+                self.name
+            )));
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! The HydraNet contract: everything the training host and the edge runtime must agree on.
 //!
 //! This crate knows neither Candle nor tract. It holds the head specifications and their
-//! labels ([`heads`]), the one preprocessing function ([`preprocess`]), the decoding of raw
+//! labels ([`heads`], declared by a user in a heads file: [`heads_file`]), the one preprocessing function ([`preprocess`]), the decoding of raw
 //! head outputs into typed predictions ([`decode`]), the versioned contract that travels in
 //! an ONNX file's `metadata_props` ([`contract`]), temporal smoothing of live answers
 //! ([`smooth`]), face detections decoded, cut into the crops the network was trained on and followed across
@@ -39,6 +39,8 @@ pub mod detect;
 pub mod error;
 pub mod heads;
 #[cfg(feature = "std")]
+pub mod heads_file;
+#[cfg(feature = "std")]
 pub mod metrics;
 pub mod preprocess;
 pub mod smooth;
@@ -48,5 +50,5 @@ pub mod track;
 pub use contract::{Calibration, Contract, Quantization, CONTRACT_VERSION};
 pub use decode::{HeadOutput, Prediction};
 pub use error::{Error, Result};
-pub use heads::{HeadKind, HeadSpec};
+pub use heads::{HeadKind, HeadSpec, Labeling};
 pub use preprocess::{GuideBox, PreprocessSpec, Region};

@@ -1,11 +1,13 @@
 //! Metrics both sides report: MAE for regression heads, accuracy, macro-F1 and confusion
 //! matrices for class heads, and the same broken down by ethnicity, gender and age band.
+//! A head's metrics are over the samples labelled for it ([`HeadMetrics::n`]); an
+//! unlabelled target ([`crate::dataset::UNLABELLED`]) counts nowhere for that head.
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::{heads::HeadKind, HeadSpec, Prediction};
+use crate::{dataset::is_labelled, heads::HeadKind, HeadSpec, Prediction};
 
 /// Age bands of the fairness breakdown: `(label, first year, last year)`.
 pub const AGE_BANDS: [(&str, f32, f32); 5] = [
@@ -58,6 +60,9 @@ impl Accum {
     fn add(&mut self, targets: &[f32], pred: &Prediction) {
         self.n += 1;
         for ((acc, t), (_, out)) in self.heads.iter_mut().zip(targets).zip(&pred.heads) {
+            if !is_labelled(*t) {
+                continue;
+            }
             match acc {
                 HeadAccum::Reg { abs, sq, n } => {
                     let e = (out.value().unwrap_or(f32::NAN) - t) as f64;
@@ -81,6 +86,8 @@ impl Accum {
 pub struct HeadMetrics {
     /// Head name.
     pub name: String,
+    /// Samples labelled for this head (the metrics are over these).
+    pub n: u64,
     /// Mean absolute error in the head's unit (regression).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mae: Option<f64>,
@@ -112,8 +119,9 @@ fn finish(heads: &[HeadSpec], acc: &Accum) -> Vec<HeadMetrics> {
         .map(|(h, a)| match a {
             HeadAccum::Reg { abs, sq, n } => HeadMetrics {
                 name: h.name.clone(),
-                mae: Some(abs / (*n).max(1) as f64),
-                rmse: Some((sq / (*n).max(1) as f64).sqrt()),
+                n: *n,
+                mae: (*n > 0).then(|| abs / *n as f64),
+                rmse: (*n > 0).then(|| (sq / *n as f64).sqrt()),
                 acc: None,
                 macro_f1: None,
                 confusion: None,
@@ -134,10 +142,12 @@ fn finish(heads: &[HeadSpec], acc: &Accum) -> Vec<HeadMetrics> {
                 }
                 HeadMetrics {
                     name: h.name.clone(),
+                    n: total,
                     mae: None,
                     rmse: None,
-                    acc: Some(correct as f64 / total.max(1) as f64),
-                    macro_f1: Some(f1s.iter().sum::<f64>() / f1s.len().max(1) as f64),
+                    acc: (total > 0).then(|| correct as f64 / total as f64),
+                    macro_f1: (total > 0)
+                        .then(|| f1s.iter().sum::<f64>() / f1s.len().max(1) as f64),
                     confusion: Some(confusion.clone()),
                 }
             }
@@ -178,6 +188,9 @@ impl Evaluator {
     fn group_keys(&self, targets: &[f32]) -> Vec<(String, String)> {
         let mut keys = Vec::new();
         for (h, t) in self.heads.iter().zip(targets) {
+            if !is_labelled(*t) {
+                continue;
+            }
             match (&h.kind, h.name.as_str()) {
                 (HeadKind::Regression { .. }, "age") => {
                     keys.push(("age_band".into(), age_band(*t).into()))
@@ -242,8 +255,12 @@ pub struct Report {
     labels: Vec<HeadSpec>,
 }
 
-fn flat(heads: &[HeadMetrics], out: &mut serde_json::Map<String, Value>) {
+fn flat(heads: &[HeadMetrics], total: u64, out: &mut serde_json::Map<String, Value>) {
     for h in heads {
+        // Only where the head is partly labelled: a fully labelled head's count is `n`.
+        if h.n != total {
+            out.insert(format!("{}_n", h.name), json!(h.n));
+        }
         if let Some(v) = h.mae {
             out.insert(format!("{}_mae", h.name), json!(v));
         }
@@ -261,7 +278,7 @@ impl Report {
     pub fn summary(&self) -> Value {
         let mut m = serde_json::Map::new();
         m.insert("n".into(), json!(self.n));
-        flat(&self.heads, &mut m);
+        flat(&self.heads, self.n, &mut m);
         Value::Object(m)
     }
 
@@ -278,7 +295,7 @@ impl Report {
                         let mut m = serde_json::Map::new();
                         m.insert("value".into(), json!(gm.value));
                         m.insert("n".into(), json!(gm.n));
-                        flat(&gm.heads, &mut m);
+                        flat(&gm.heads, gm.n, &mut m);
                         Value::Object(m)
                     })
                     .collect();
@@ -290,9 +307,17 @@ impl Report {
         v
     }
 
-    /// One line: `n=… age MAE 6.21 | gender acc 88.1% | ethnicity acc 76.0% (F1 0.71)`.
+    /// One line: `n=… age MAE 6.21 | gender acc 88.1% | ethnicity acc 76.0% (F1 0.71)`;
+    /// a partly labelled head says over how many samples (`is_adult acc 91.0% (…) n=950`).
     pub fn one_line(&self) -> String {
-        let parts: Vec<String> = self.heads.iter().map(head_text).collect();
+        let parts: Vec<String> = self
+            .heads
+            .iter()
+            .map(|h| match h.n == self.n {
+                true => head_text(h),
+                false => format!("{} n={}", head_text(h), h.n),
+            })
+            .collect();
         format!("n={} {}", self.n, parts.join(" | "))
     }
 
@@ -301,7 +326,7 @@ impl Report {
         let mut s = String::new();
         s.push_str(&format!("samples: {}\n", self.n));
         for h in &self.heads {
-            s.push_str(&format!("  {}\n", head_text(h)));
+            s.push_str(&format!("  {} (n={})\n", head_text(h), h.n));
         }
         for (h, spec) in self.heads.iter().zip(&self.labels) {
             if let Some(c) = &h.confusion {
@@ -342,6 +367,9 @@ impl Report {
 }
 
 fn head_text(h: &HeadMetrics) -> String {
+    if h.n == 0 {
+        return format!("{} (no labelled sample)", h.name);
+    }
     match (h.mae, h.acc) {
         (Some(mae), _) => format!("{} MAE {:.2}", h.name, mae),
         (_, Some(acc)) => format!(
@@ -383,6 +411,47 @@ mod tests {
         assert_eq!(r.groups["ethnicity"].len(), 2);
         assert!(r.table().contains("confusion matrix `ethnicity`"));
         assert!(r.to_json()["groups"]["gender"].is_array());
+    }
+
+    #[test]
+    fn unlabelled_targets_count_nowhere() {
+        use crate::dataset::UNLABELLED;
+        let heads = utkface_heads();
+        let mut ev = Evaluator::new(&heads);
+        let p = decode(&heads, &[&[0.0], &[-3.0], &[5.0, 0.0, 0.0, 0.0, 0.0]]).unwrap();
+        ev.add(&[30.0, 0.0, UNLABELLED], &p);
+        ev.add(&[UNLABELLED, 1.0, 0.0], &p);
+        ev.add(&[UNLABELLED, UNLABELLED, 1.0], &p);
+        let r = ev.report();
+        let n: Vec<u64> = r.heads.iter().map(|h| h.n).collect();
+        assert_eq!(n, [1, 2, 2]);
+        let s = r.summary();
+        assert_eq!(s["n"], 3);
+        assert!((s["age_mae"].as_f64().unwrap() - 3.0).abs() < 1e-6);
+        assert!((s["gender_acc"].as_f64().unwrap() - 0.5).abs() < 1e-9);
+        assert!((s["ethnicity_acc"].as_f64().unwrap() - 0.5).abs() < 1e-9);
+        assert_eq!(s["gender_n"], 2);
+        assert_eq!(
+            r.heads[2]
+                .confusion
+                .as_ref()
+                .unwrap()
+                .iter()
+                .flatten()
+                .sum::<u64>(),
+            2
+        );
+        // Groups only from labelled truths.
+        assert_eq!(r.groups["age_band"].len(), 1);
+        assert!(
+            r.one_line().contains("age MAE 3.00 n=1"),
+            "{}",
+            r.one_line()
+        );
+        let empty = Evaluator::new(&heads);
+        let mut e2 = empty.clone();
+        e2.add(&[UNLABELLED, 0.0, 0.0], &p);
+        assert!(e2.report().one_line().contains("age (no labelled sample)"));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::{Context, Result};
 
 use models::{
-    dataset::{load_image, scan_source, split},
+    dataset::{load_image, split, DataSource},
     metrics::Evaluator,
 };
 use serde_json::json;
@@ -27,9 +27,14 @@ pub struct Args {
     /// ONNX model file.
     #[arg(long)]
     model: PathBuf,
-    /// UTKFace-named folder, or a CSV manifest `path,age,gender,ethnicity`.
+    /// UTKFace-named folder (or, as before `--manifest`, one CSV manifest); with
+    /// `--manifest`, the folder the manifests' relative paths start in.
+    #[arg(long, required_unless_present = "manifest")]
+    data: Option<PathBuf>,
+    /// CSV manifest `path,<column>,...` with the columns of the model's heads (its
+    /// contract names them); repeatable, each labelling what it has.
     #[arg(long)]
-    data: PathBuf,
+    manifest: Vec<PathBuf>,
     /// Which images to score.
     #[arg(long, value_enum, default_value_t = Split::All)]
     split: Split,
@@ -54,15 +59,22 @@ pub fn run(a: Args) -> Result<ExitCode> {
     super::set_threads(a.threads)?;
     let engine = a.int8.load(&a.model, a.batch)?;
     let heads = engine.contract().heads.clone();
-    anyhow::ensure!(
-        a.data.exists(),
-        "data source {} does not exist",
-        a.data.display()
-    );
-    let scan =
-        scan_source(&a.data, &heads).with_context(|| format!("reading {}", a.data.display()))?;
+    for p in a.data.iter().chain(&a.manifest) {
+        anyhow::ensure!(p.exists(), "data source {} does not exist", p.display());
+    }
+    let source = match (&a.data, a.manifest.is_empty()) {
+        (Some(d), true) => DataSource::from_path(d),
+        (images, _) => DataSource {
+            images: images.clone(),
+            manifests: a.manifest.clone(),
+        },
+    };
+    let what = source.describe();
+    let scan = source
+        .scan(&heads)
+        .with_context(|| format!("reading {what}"))?;
     if let Some(r) = scan.rejection_report() {
-        tracing::warn!("{}: {r}", a.data.display());
+        tracing::warn!("{what}: {r}");
     }
     let val_fraction = a
         .val_fraction
@@ -101,14 +113,17 @@ pub fn run(a: Args) -> Result<ExitCode> {
         }
     }
     let report = ev.report();
-    anyhow::ensure!(report.n > 0, "no readable images in {}", a.data.display());
+    anyhow::ensure!(report.n > 0, "no readable images in {what}");
+    for h in report.heads.iter().filter(|h| h.n == 0) {
+        tracing::warn!("{what} labels no image for head `{}`", h.name);
+    }
     if a.json {
         let mut v = report.to_json();
         v["skipped"] = json!(skipped);
         v["model"] = json!(a.model.display().to_string());
         println!("{v}");
     } else {
-        println!("{} on {}", a.model.display(), a.data.display());
+        println!("{} on {what}", a.model.display());
         print!("{}", report.table());
     }
     Ok(ExitCode::SUCCESS)

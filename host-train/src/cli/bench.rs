@@ -68,7 +68,7 @@ fn bench(a: &Args, kernels: Kernels) -> Result<()> {
     let loss = LossCombiner::new(
         LossWeighting::Sum,
         &[],
-        heads.len(),
+        &heads,
         VarBuilder::from_varmap(&varmap, DType::F32, &dev).pp(host_train::names::LOSS),
     )?;
     let mut opt =

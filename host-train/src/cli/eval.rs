@@ -64,7 +64,7 @@ pub fn load_split(
 ) -> Result<Scored> {
     let source = data.source()?;
     score::load_split(&source, contract, which, val_fraction)
-        .with_context(|| format!("reading {}", source.display()))
+        .with_context(|| format!("reading {}", source.describe()))
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
@@ -80,12 +80,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         v["checkpoint"] = serde_json::json!(m.path.display().to_string());
         println!("{v}");
     } else {
-        println!(
-            "{} on {} ({:?} split)",
-            m.path.display(),
-            d.source.display(),
-            a.split
-        );
+        println!("{} on {} ({:?} split)", m.path.display(), d.source, a.split);
         print!("{}", r.report.table());
     }
     Ok(ExitCode::SUCCESS)

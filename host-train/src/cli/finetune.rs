@@ -6,7 +6,7 @@ use host_train::{
     device,
     train::finetune::{finetune, FinetuneOptions},
 };
-use models::{metrics::Report, HeadSpec};
+use models::{heads_file::HeadsFile, metrics::Report, HeadSpec};
 
 use super::DataArgs;
 
@@ -21,11 +21,15 @@ pub struct Args {
     /// Head to train: an existing one, or the one `--add-head` creates.
     #[arg(long)]
     head: Option<String>,
-    /// A new head, `NAME:age-bands[:E1,E2,...]`: a class per age band starting at each
-    /// edge (default 0,13,20,40,60 → 0-12, 13-19, 20-39, 40-59, 60+), labelled from the
-    /// age in the data.
-    #[arg(long, value_name = "SPEC")]
+    /// A new head: with `--heads FILE`, the name of one of the file's heads (any kind);
+    /// without, `NAME:age-bands[:E1,E2,...]`, a class per age band starting at each edge
+    /// (default 0,13,20,40,60 → 0-12, 13-19, 20-39, 40-59, 60+), labelled from the age in
+    /// the data.
+    #[arg(long, value_name = "NAME|SPEC")]
     add_head: Option<String>,
+    /// Heads file declaring the head `--add-head` names.
+    #[arg(long, value_name = "FILE.toml", requires = "add_head")]
+    heads: Option<PathBuf>,
     /// Keep the body frozen (the only mode: the body's features are computed once; to
     /// train the body too, use `train --resume` or `train --init-from`).
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true")]
@@ -65,7 +69,10 @@ pub fn parse_head_spec(spec: &str) -> Result<HeadSpec> {
     let name = parts.next().unwrap_or_default();
     let kind = parts.next().unwrap_or_default();
     if kind != "age-bands" {
-        bail!("--add-head `{spec}`: expected NAME:age-bands[:E1,E2,...]");
+        bail!(
+            "--add-head `{spec}`: expected NAME:age-bands[:E1,E2,...], or a head's name with \
+             --heads FILE"
+        );
     }
     let edges: Vec<u32> = match parts.next() {
         None => vec![0, 13, 20, 40, 60],
@@ -94,7 +101,25 @@ pub fn run(a: Args) -> Result<ExitCode> {
              `train --resume` or `train --init-from`"
         );
     }
-    let add = a.add_head.as_deref().map(parse_head_spec).transpose()?;
+    let add = match (&a.add_head, &a.heads) {
+        (Some(name), Some(file)) => {
+            let hf = HeadsFile::read(file)?;
+            let spec = hf.heads.iter().find(|h| h.name == *name).cloned();
+            Some(spec.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--add-head {name}: {} declares no such head (it declares {})",
+                    file.display(),
+                    hf.heads
+                        .iter()
+                        .map(|h| h.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?)
+        }
+        (Some(spec), None) => Some(parse_head_spec(spec)?),
+        (None, _) => None,
+    };
     let head = match (&a.head, &add) {
         (Some(h), Some(s)) if *h != s.name => {
             bail!("--head {h} and --add-head {} name different heads", s.name)

@@ -11,6 +11,7 @@ pub mod train;
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
+use models::dataset::DataSource;
 
 /// Sets the thread count for Candle (which reads `RAYON_NUM_THREADS`) and rayon's pool.
 pub fn set_threads(threads: Option<usize>) -> Result<()> {
@@ -27,38 +28,48 @@ pub fn set_threads(threads: Option<usize>) -> Result<()> {
     Ok(())
 }
 
-/// `--data DIR` or `--manifest CSV`.
+/// `--data DIR`, `--manifest CSV` (repeatable), or both.
 #[derive(clap::Args, Debug, Clone)]
-#[group(required = true, multiple = false)]
+#[group(required = true, multiple = true)]
 pub struct DataArgs {
-    /// Folder of UTKFace-named images (`age_gender_race_date.jpg.chip.jpg`).
+    /// Folder of UTKFace-named images (`age_gender_race_date.jpg.chip.jpg`); with
+    /// `--manifest`, the folder the manifests' relative paths start in.
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// CSV manifest with a header `path,age,gender,ethnicity` (paths relative to it).
+    /// CSV manifest with a header `path,<column>,...` (e.g. `path,age,gender,ethnicity`),
+    /// paths relative to `--data` or else to the manifest. Repeat it to combine sources,
+    /// each labelling what it has; an empty cell leaves that head unlabelled.
     #[arg(long)]
-    pub manifest: Option<PathBuf>,
+    pub manifest: Vec<PathBuf>,
 }
 
 impl DataArgs {
-    /// The folder or manifest; checks that it exists.
-    pub fn source(&self) -> Result<PathBuf> {
-        let p = self
-            .data
-            .clone()
-            .or_else(|| self.manifest.clone())
-            .unwrap_or_default();
-        if !p.exists() {
-            bail!("data source {} does not exist", p.display());
+    /// The data source; checks that each part exists.
+    pub fn source(&self) -> Result<DataSource> {
+        for p in self.data.iter().chain(&self.manifest) {
+            if !p.exists() {
+                bail!("data source {} does not exist", p.display());
+            }
         }
-        if self.manifest.is_some() && !p.is_file() {
-            bail!("manifest {} is not a file", p.display());
+        if let Some(d) = &self.data {
+            if !d.is_dir() {
+                bail!(
+                    "--data {} is not a folder (use --manifest for a CSV file)",
+                    d.display()
+                );
+            }
         }
-        if self.data.is_some() && !p.is_dir() {
-            bail!(
-                "--data {} is not a folder (use --manifest for a CSV file)",
-                p.display()
-            );
+        for m in &self.manifest {
+            if !m.is_file() {
+                bail!("manifest {} is not a file", m.display());
+            }
         }
-        Ok(p)
+        if self.data.is_none() && self.manifest.is_empty() {
+            bail!("give --data DIR and/or --manifest CSV");
+        }
+        Ok(DataSource {
+            images: self.data.clone(),
+            manifests: self.manifest.clone(),
+        })
     }
 }

@@ -23,11 +23,13 @@ use host_train::{
         loss::LossWeighting,
         optim::OptimizerKind,
         schedule::ScheduleKind,
-        setup::{build_trainer, contract_for, prepare_data},
+        setup::{build_trainer, contract_for, prepare_data, Need},
         trainer::Outcome,
         TrainConfig,
     },
 };
+
+use models::heads_file::HeadsFile;
 
 use super::DataArgs;
 
@@ -36,6 +38,11 @@ use super::DataArgs;
 pub struct Args {
     #[command(flatten)]
     data: DataArgs,
+    /// Heads file (TOML, `[[head]]` tables): train exactly these heads instead of UTKFace's
+    /// age, gender and ethnicity. It is copied into the run folder (`heads.toml`) and its
+    /// heads travel in the checkpoint and the ONNX contract.
+    #[arg(long, value_name = "FILE.toml")]
+    heads: Option<PathBuf>,
     /// Run folder: config.json, log.jsonl, last.safetensors, best.safetensors.
     #[arg(long, default_value = "runs/latest")]
     out: PathBuf,
@@ -138,8 +145,15 @@ impl Args {
         if self.epochs == 0 || self.batch < 2 || self.input_size < 16 {
             bail!("need --epochs >= 1, --batch >= 2 and --input-size >= 16");
         }
-        Ok(TrainConfig {
-            data: self.data.source()?,
+        let heads = match &self.heads {
+            Some(f) => Some(HeadsFile::read(f)?.heads),
+            None => None,
+        };
+        let mut config = TrainConfig {
+            data: PathBuf::new(),
+            manifests: Vec::new(),
+            heads,
+            heads_file: self.heads.clone(),
             out: self.out.clone(),
             epochs: self.epochs,
             batch: self.batch,
@@ -164,7 +178,9 @@ impl Args {
             device: self.device.clone(),
             kernels: self.kernels,
             init_from: self.init_from.clone(),
-        })
+        };
+        config.set_source(&self.data.source()?);
+        Ok(config)
     }
 }
 
@@ -204,10 +220,31 @@ pub fn run(a: Args) -> Result<ExitCode> {
         serde_json::to_string_pretty(&config)?.as_bytes(),
     )?;
 
-    let contract = contract_for(&config, &backbone);
+    let mut contract = contract_for(&config, &backbone);
+    if let Some(file) = &config.heads_file {
+        // The file as written (comments too) beside the run and in the contract; the heads
+        // themselves travel parsed, in the contract's head list. A resumed run reads its copy.
+        let copy = config.out.join("heads.toml");
+        let from = if resume.is_some() { &copy } else { file };
+        let text = std::fs::read_to_string(from)
+            .with_context(|| format!("reading heads file {}", from.display()))?;
+        if resume.is_none() {
+            host_train::files::write_atomic(&copy, text.as_bytes())?;
+        }
+        contract.training.insert("heads_file".into(), text);
+    }
+    println!(
+        "heads: {}",
+        contract
+            .heads
+            .iter()
+            .map(|h| format!("{} ({})", h.name, kind_text(h)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let t0 = Instant::now();
-    let data = prepare_data(&config, &contract)
-        .with_context(|| format!("reading {}", config.data.display()))?;
+    let data = prepare_data(&config, &contract, Need::AllHeads)
+        .with_context(|| format!("reading {}", config.source().describe()))?;
     let decode_s = t0.elapsed().as_secs_f64();
     println!(
         "data: {} train / {} validation images at {}x{} ({} skipped), decoded in {:.1} s ({:.0} img/s)",
@@ -310,11 +347,12 @@ fn export_after_training(a: &Args, config: &TrainConfig, onnx: &Path) -> Result<
     if a.quantize.is_some() {
         let int8 = int8_sibling(onnx);
         let c = &a.calibration;
-        let calibration = match &c.calibration {
-            Some(c) => c.clone(),
-            None if config.data.is_dir() => config.data.clone(),
-            None => bail!(
-                "--quantize int8 with a --manifest needs --calibration DIR (a folder of images)"
+        let calibration = match (&c.calibration, config.source().images) {
+            (Some(c), _) => c.clone(),
+            (None, Some(dir)) => dir,
+            (None, None) => bail!(
+                "--quantize int8 with only --manifest needs --calibration DIR (a folder of \
+                 images) or --data DIR"
             ),
         };
         let req = Int8Request {
@@ -355,8 +393,9 @@ fn export_after_training(a: &Args, config: &TrainConfig, onnx: &Path) -> Result<
     for file in &written {
         let m = load(None, Some(file), Some(config.val_fraction), false, &dev)
             .with_context(|| format!("loading {}", file.display()))?;
-        let d = load_split(&config.data, &m.contract, Split::Val, m.val_fraction)
-            .with_context(|| format!("reading {}", config.data.display()))?;
+        let source = config.source();
+        let d = load_split(&source, &m.contract, Split::Val, m.val_fraction)
+            .with_context(|| format!("reading {}", source.describe()))?;
         let r = evaluate(&m.net, &d.cache, &m.contract.heads, 128, &dev)
             .with_context(|| format!("scoring {}", file.display()))?;
         let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
@@ -367,6 +406,20 @@ fn export_after_training(a: &Args, config: &TrainConfig, onnx: &Path) -> Result<
         );
     }
     Ok(())
+}
+
+/// `regression, years` / `binary` / `multiclass, 8 classes` (for the run's first lines).
+fn kind_text(h: &models::HeadSpec) -> String {
+    match &h.kind {
+        models::HeadKind::Regression { unit, .. } if !unit.is_empty() => {
+            format!("regression, {unit}")
+        }
+        models::HeadKind::Regression { .. } => "regression".into(),
+        models::HeadKind::Binary { .. } => "binary".into(),
+        models::HeadKind::Multiclass { labels } => {
+            format!("multiclass, {} classes", labels.len())
+        }
+    }
 }
 
 /// `model.onnx` → `model-int8.onnx`, beside it.

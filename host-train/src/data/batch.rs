@@ -1,6 +1,6 @@
 //! Batches from the cache: shuffled order, augmentation and normalisation, Candle tensors.
 use candle_core::{Device, Result, Tensor};
-use models::{preprocess::normalize_hwc_into, HeadKind, HeadSpec};
+use models::{dataset::is_labelled, preprocess::normalize_hwc_into, HeadKind, HeadSpec};
 use rand::{seq::SliceRandom, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -30,8 +30,15 @@ pub struct Batch {
     /// `[N, 3, H, W]` normalised input.
     pub input: Tensor,
     /// One tensor per head: `[N]` f32 (regression target normalised by the head's
-    /// scale/offset; binary target 0/1) or `[N]` u32 (class index).
+    /// scale/offset; binary target 0/1) or `[N]` u32 (class index). An unlabelled sample
+    /// holds 0 here, and 0 in the head's mask.
     pub targets: Vec<Tensor>,
+    /// Per head: `[N]` f32, 1 for a labelled sample and 0 for an unlabelled one; `None`
+    /// when every sample of the batch is labelled (the unmasked loss, as before partial
+    /// labels, bit for bit).
+    pub masks: Vec<Option<Tensor>>,
+    /// Per head: how many samples of the batch are labelled.
+    pub labelled: Vec<usize>,
     /// Raw per-sample targets (head order), for metrics.
     pub raw_targets: Vec<Vec<f32>>,
 }
@@ -96,12 +103,37 @@ impl<'a> Batcher<'a> {
             .iter()
             .map(|&i| self.cache.samples[i].targets.clone())
             .collect();
+        let labelled: Vec<usize> = (0..self.heads.len())
+            .map(|k| raw_targets.iter().filter(|t| is_labelled(t[k])).count())
+            .collect();
+        let masks = labelled
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| {
+                (n < indices.len())
+                    .then(|| {
+                        let m: Vec<f32> = raw_targets
+                            .iter()
+                            .map(|t| f32::from(u8::from(is_labelled(t[k]))))
+                            .collect();
+                        Tensor::from_vec(m, indices.len(), device)
+                    })
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
         let targets = self
             .heads
             .iter()
             .enumerate()
             .map(|(k, head)| {
-                let col = raw_targets.iter().map(|t| t[k]);
+                // Unlabelled: a placeholder that the mask zeroes (0, never NaN: NaN * 0 is NaN).
+                let col = raw_targets.iter().map(|t| match t[k] {
+                    v if is_labelled(v) => v,
+                    _ => match &head.kind {
+                        HeadKind::Regression { offset, .. } => *offset,
+                        _ => 0.0,
+                    },
+                });
                 match &head.kind {
                     HeadKind::Regression { scale, offset, .. } => Tensor::from_vec(
                         col.map(|v| (v - offset) / scale).collect::<Vec<f32>>(),
@@ -122,6 +154,8 @@ impl<'a> Batcher<'a> {
         Ok(Batch {
             input,
             targets,
+            masks,
+            labelled,
             raw_targets,
         })
     }

@@ -32,6 +32,9 @@ pub struct Imported {
     pub net: HydraNet,
     /// The activation grids found (empty for float activations).
     pub grids: BTreeMap<String, ActQuant>,
+    /// The weights under the network's names (a folded norm as its identity norm), as a
+    /// checkpoint holds them: `finetune` starts from an exported file with these.
+    pub tensors: HashMap<String, Tensor>,
 }
 
 fn bad(path: &Path, reason: impl Into<String>) -> Error {
@@ -217,7 +220,7 @@ pub fn load_onnx(path: &Path, device: &Device) -> Result<Imported> {
             );
         }
     }
-    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+    let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, device);
     let mut net = HydraNet::new(&backbone, &contract.heads, Kernels::Fast, vb).map_err(|e| {
         bad(
             path,
@@ -234,6 +237,7 @@ pub fn load_onnx(path: &Path, device: &Device) -> Result<Imported> {
         contract,
         net,
         grids,
+        tensors,
     })
 }
 

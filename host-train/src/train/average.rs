@@ -16,7 +16,7 @@ use models::HeadSpec;
 
 use super::{
     checkpoint::{self, Checkpoint},
-    setup::{inference_net, prepare_data},
+    setup::{inference_net, prepare_data, Need},
 };
 use crate::{
     data::{batch::epoch_order, AugmentConfig, Batcher, ImageCache},
@@ -199,9 +199,9 @@ pub fn average_checkpoints(
     } else {
         let mut config = ck.config.clone();
         if let Some(d) = bn_data {
-            config.data = d.to_path_buf();
+            config.set_source(&models::dataset::DataSource::from_path(d));
         }
-        let data = prepare_data(&config, &ck.contract)?;
+        let data = prepare_data(&config, &ck.contract, Need::ImagesOnly)?;
         let n = recompute_batch_norm(
             &net,
             &varmap,

@@ -2,6 +2,7 @@
 //! stored in every checkpoint.
 use std::path::PathBuf;
 
+use models::{dataset::DataSource, HeadSpec};
 use serde::{Deserialize, Serialize};
 
 use super::{loss::LossWeighting, optim::OptimizerKind, schedule::ScheduleKind};
@@ -10,8 +11,19 @@ use crate::{data::AugmentConfig, kernels::Kernels};
 /// Everything that defines a training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
-    /// UTKFace-named folder or CSV manifest.
+    /// UTKFace-named folder or CSV manifest; with [`TrainConfig::manifests`], the folder
+    /// the manifests' relative paths start in (empty: each manifest's own folder).
     pub data: PathBuf,
+    /// CSV manifests (`--manifest`, repeatable), each labelling what it has. Empty when
+    /// `data` alone is the source (as in every run before heads files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifests: Vec<PathBuf>,
+    /// The heads trained (`--heads FILE`); `None`: UTKFace's age, gender, ethnicity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heads: Option<Vec<HeadSpec>>,
+    /// The heads file they were read from (copied into the run folder as `heads.toml`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heads_file: Option<PathBuf>,
     /// Run folder.
     pub out: PathBuf,
     /// Epochs.
@@ -54,4 +66,74 @@ pub struct TrainConfig {
     /// Body weights to start from: a torchvision ResNet state dict as safetensors.
     #[serde(default)]
     pub init_from: Option<PathBuf>,
+}
+
+impl TrainConfig {
+    /// Where the labelled images come from.
+    pub fn source(&self) -> DataSource {
+        if self.manifests.is_empty() {
+            return DataSource::from_path(&self.data);
+        }
+        DataSource {
+            images: (!self.data.as_os_str().is_empty()).then(|| self.data.clone()),
+            manifests: self.manifests.clone(),
+        }
+    }
+
+    /// Sets the source: a lone folder or a lone manifest stays in `data`, as runs before
+    /// several manifests wrote it, so their configurations keep reading the same.
+    pub fn set_source(&mut self, source: &DataSource) {
+        match (&source.images, source.manifests.as_slice()) {
+            (Some(dir), []) => {
+                self.data = dir.clone();
+                self.manifests.clear();
+            }
+            (None, [one]) => {
+                self.data = one.clone();
+                self.manifests.clear();
+            }
+            (images, many) => {
+                self.data = images.clone().unwrap_or_default();
+                self.manifests = many.to_vec();
+            }
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The configuration a model file implies when no run's is at hand (fine-tuning an
+    /// exported ONNX file): its input size, body and validation fraction; the rest are the
+    /// CLI's defaults.
+    pub fn for_model(contract: &models::Contract) -> Self {
+        Self {
+            data: PathBuf::new(),
+            manifests: Vec::new(),
+            heads: Some(contract.heads.clone()),
+            heads_file: None,
+            out: PathBuf::new(),
+            epochs: 1,
+            batch: 64,
+            input_size: contract.preprocess.width,
+            backbone: contract.architecture.clone(),
+            lr: 2e-3,
+            optimizer: OptimizerKind::Adamw,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            schedule: ScheduleKind::OneCycle,
+            warmup_epochs: 0.0,
+            loss_weighting: LossWeighting::Sum,
+            head_weights: Vec::new(),
+            val_fraction: contract
+                .training
+                .get("val_fraction")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.1),
+            seed: 0,
+            augment: AugmentConfig::NONE,
+            limit: None,
+            device: "cpu".into(),
+            kernels: Kernels::Fast,
+            init_from: None,
+        }
+    }
 }

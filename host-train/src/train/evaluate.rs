@@ -3,7 +3,7 @@
 use candle_core::{Device, Tensor};
 use models::{decode::decode, metrics::Evaluator, metrics::Report, HeadSpec, Prediction};
 
-use super::loss::head_loss;
+use super::loss::masked_head_loss;
 use crate::{
     data::{AugmentConfig, Batcher, ImageCache},
     net::HydraNet,
@@ -14,7 +14,7 @@ use crate::{
 pub struct EvalResult {
     /// Metrics with breakdowns.
     pub report: Report,
-    /// Mean loss of each head.
+    /// Mean loss of each head over the samples labelled for it.
     pub head_losses: Vec<f64>,
     /// Sum of the head losses (unweighted); the best-checkpoint criterion.
     pub loss: f64,
@@ -52,13 +52,16 @@ pub fn evaluate_each(
     let batcher = Batcher::new(cache, heads, AugmentConfig::NONE, 0);
     let mut ev = Evaluator::new(heads);
     let mut sums = vec![0.0f64; heads.len()];
+    let mut counts = vec![0usize; heads.len()];
     let indices: Vec<usize> = (0..cache.len()).collect();
     for chunk in indices.chunks(batch.max(1)) {
         let b = batcher.batch(chunk, 0, false, device)?;
         let outs = net.forward_t(&b.input, false)?;
         for (k, (h, o)) in heads.iter().zip(&outs).enumerate() {
-            sums[k] +=
-                head_loss(h, o, &b.targets[k])?.to_scalar::<f32>()? as f64 * chunk.len() as f64;
+            let n = b.labelled[k];
+            let loss = masked_head_loss(h, o, &b.targets[k], b.masks[k].as_ref(), n)?;
+            sums[k] += loss.to_scalar::<f32>()? as f64 * n as f64;
+            counts[k] += n;
         }
         let rows = outputs_to_rows(&outs)?;
         for (i, t) in b.raw_targets.iter().enumerate() {
@@ -68,8 +71,11 @@ pub fn evaluate_each(
             ev.add(t, &pred);
         }
     }
-    let n = cache.len().max(1) as f64;
-    let head_losses: Vec<f64> = sums.iter().map(|s| s / n).collect();
+    let head_losses: Vec<f64> = sums
+        .iter()
+        .zip(&counts)
+        .map(|(s, &n)| s / n.max(1) as f64)
+        .collect();
     Ok(EvalResult {
         report: ev.report(),
         loss: head_losses.iter().sum(),

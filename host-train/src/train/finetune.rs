@@ -4,15 +4,17 @@
 //! The new checkpoint is the old one's tensors with only the head's replaced (or added), so
 //! the body and every other head stay bit-identical — a model already validated for the
 //! other tasks does not move while one task is improved.
-use std::{
-    collections::HashMap,
-    path::{Path, PathBuf},
-    time::Instant,
-};
+use std::{collections::HashMap, path::Path, time::Instant};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use models::{decode::decode, metrics::Evaluator, metrics::Report, Contract, HeadSpec};
+use models::{
+    dataset::{is_labelled, DataSource},
+    decode::decode,
+    metrics::Evaluator,
+    metrics::Report,
+    Contract, HeadSpec,
+};
 
 use super::{
     checkpoint::{self, Checkpoint},
@@ -20,7 +22,7 @@ use super::{
     loss::head_loss,
     optim::{Optimizer, OptimizerKind},
     schedule::{lr_at, ScheduleKind},
-    setup::{prepare_data, PreparedData},
+    setup::{prepare_data, Need, PreparedData},
     TrainConfig,
 };
 use crate::{
@@ -38,9 +40,10 @@ pub struct FinetuneOptions {
     pub head: String,
     /// A new head to add and train (its targets must be derivable from the data).
     pub add: Option<HeadSpec>,
-    /// Images labelled for the heads (UTKFace-named folder or CSV manifest); the split is
-    /// the checkpoint's own (same `val_fraction`, same file-name hash).
-    pub data: PathBuf,
+    /// Images labelled for the head (a UTKFace-named folder or CSV manifests; they need
+    /// not label the other heads); the split is the checkpoint's own (same
+    /// `val_fraction`, same file-name hash).
+    pub data: DataSource,
     /// Passes over the cached features.
     pub epochs: usize,
     /// Batch size over features.
@@ -82,9 +85,9 @@ pub struct FinetuneResult {
     pub history: Vec<FinetuneEpoch>,
     /// Epoch whose weights were kept (lowest validation loss; 0: the checkpoint's own head).
     pub best_epoch: usize,
-    /// Training samples (features) per epoch, mirrored copies included.
+    /// Training samples (features) per epoch labelled for the head, mirrored copies included.
     pub train_features: usize,
-    /// Validation samples.
+    /// Validation samples labelled for the head.
     pub val_samples: usize,
     /// Seconds spent computing body features.
     pub feature_seconds: f64,
@@ -94,10 +97,13 @@ pub struct FinetuneResult {
 
 /// Cached body features of a split and the head's targets.
 struct Features {
+    /// Features of the samples labelled for the trained head.
     x: Tensor,
-    /// Training-form targets of the trained head (normalised regression, class index).
+    /// Their training-form targets (normalised regression, class index).
     y: Tensor,
-    /// Raw targets of every head, for metrics.
+    /// Features of every sample, for the metrics of every head.
+    all: Tensor,
+    /// Raw targets of every head, for metrics (unlabelled ones count nowhere).
     raw: Vec<Vec<f32>>,
 }
 
@@ -125,9 +131,16 @@ fn features(
             raw.extend(b.raw_targets);
         }
     }
+    let all = Tensor::cat(&xs, 0)?;
+    let y = Tensor::cat(&ys, 0)?;
+    let labelled: Vec<u32> = (0..raw.len() as u32)
+        .filter(|&i| is_labelled(raw[i as usize][head]))
+        .collect();
+    let keep = Tensor::from_vec(labelled.clone(), labelled.len(), device)?;
     Ok(Features {
-        x: Tensor::cat(&xs, 0)?,
-        y: Tensor::cat(&ys, 0)?,
+        x: all.index_select(&keep, 0)?,
+        y: y.index_select(&keep, 0)?,
+        all,
         raw,
     })
 }
@@ -140,8 +153,9 @@ fn validate(
     head: usize,
     val: &Features,
 ) -> Result<(Report, f64)> {
-    let outs = net.heads_forward(&val.x)?;
-    let loss = head_loss(&heads[head], &outs[head], &val.y)?.to_scalar::<f32>()? as f64;
+    let loss = head_loss(&heads[head], &net.head_forward(head, &val.x)?, &val.y)?
+        .to_scalar::<f32>()? as f64;
+    let outs = net.heads_forward(&val.all)?;
     let rows = outputs_to_rows(&outs)?;
     let mut ev = Evaluator::new(heads);
     for (i, t) in val.raw.iter().enumerate() {
@@ -166,7 +180,34 @@ fn snapshot(varmap: &VarMap, prefix: &str) -> Result<HeadWeights> {
     Ok(v)
 }
 
-/// Fine-tunes one head of the checkpoint at `checkpoint` and writes the result to `out`.
+/// A checkpoint, or an exported fp32 ONNX file read back as one (its folded norms as
+/// identity norms, which fold back to the same bits: a head can be added to a shipped
+/// model whose checkpoint is gone).
+fn load_model(path: &Path, device: &Device) -> Result<Checkpoint> {
+    if path.extension().is_none_or(|e| e != "onnx") {
+        return checkpoint::load(path, device);
+    }
+    let im = crate::export::import::load_onnx(path, device)?;
+    if im.contract.quantization.is_some() {
+        return Err(Error::Checkpoint {
+            path: path.into(),
+            reason: "is quantized; fine-tune the fp32 file (then export int8 again)".into(),
+        });
+    }
+    let mut contract = im.contract;
+    contract
+        .training
+        .insert("finetuned_from".into(), crate::files::portable_name(path));
+    Ok(Checkpoint {
+        config: TrainConfig::for_model(&contract),
+        contract,
+        state: Default::default(),
+        tensors: im.tensors,
+    })
+}
+
+/// Fine-tunes one head of the checkpoint (or fp32 ONNX file) at `checkpoint` and writes
+/// the result to `out`, a checkpoint.
 pub fn finetune(
     checkpoint: &Path,
     out: &Path,
@@ -181,7 +222,7 @@ pub fn finetune(
         config: old_config,
         state,
         tensors,
-    } = checkpoint::load(checkpoint, device)?;
+    } = load_model(checkpoint, device)?;
     let head = match &opts.add {
         Some(spec) => {
             if contract.head_index(&spec.name).is_some() {
@@ -208,17 +249,17 @@ pub fn finetune(
     let prefix = head_prefix(&heads[head].name);
     let fresh_head = opts.add.is_some() || opts.reinit;
 
-    let config = TrainConfig {
-        data: opts.data.clone(),
+    let mut config = TrainConfig {
         limit: None,
         batch: opts.batch.min(old_config.batch),
         ..old_config.clone()
     };
-    let data: PreparedData = prepare_data(&config, &contract)?;
+    config.set_source(&opts.data);
+    let data: PreparedData = prepare_data(&config, &contract, Need::Head(head))?;
     if data.val.is_empty() {
         return Err(Error::Config(format!(
             "{}: the validation split is empty (val_fraction {})",
-            opts.data.display(),
+            opts.data.describe(),
             config.val_fraction
         )));
     }
@@ -242,6 +283,15 @@ pub fn finetune(
     let train = features(&net, &data.train, &heads, head, opts.flip, device)?;
     let val = features(&net, &data.val, &heads, head, false, device)?;
     let feature_seconds = t0.elapsed().as_secs_f64();
+    if val.x.dim(0)? == 0 {
+        return Err(Error::Config(format!(
+            "{}: no validation image is labelled for `{}` (column `{}`), so the best epoch \
+             cannot be chosen",
+            opts.data.describe(),
+            heads[head].name,
+            heads[head].column()
+        )));
+    }
 
     let before = match opts.add {
         Some(_) => None,
@@ -338,7 +388,7 @@ pub fn finetune(
         history,
         best_epoch,
         train_features: n,
-        val_samples: data.val.len(),
+        val_samples: val.x.dim(0)?,
         feature_seconds,
         train_seconds,
     })

@@ -32,6 +32,43 @@ pub fn head_loss(head: &HeadSpec, out: &Tensor, target: &Tensor) -> Result<Tenso
     }
 }
 
+/// Each sample's loss for one head, `[N]`: the terms whose mean [`head_loss`] is.
+pub fn per_sample_loss(head: &HeadSpec, out: &Tensor, target: &Tensor) -> Result<Tensor> {
+    match head.kind {
+        HeadKind::Regression { .. } => (out.flatten_all()? - target)?.abs(),
+        HeadKind::Binary { .. } => {
+            let x = out.flatten_all()?;
+            let softplus = (x.abs()?.neg()?.exp()? + 1.0)?.log()?;
+            (x.relu()? - (&x * target)?)? + softplus
+        }
+        HeadKind::Multiclass { .. } => candle_nn::ops::log_softmax(out, 1)?
+            .gather(&target.unsqueeze(1)?, 1)?
+            .squeeze(1)?
+            .neg(),
+    }
+}
+
+/// The loss of one head over the samples labelled for it: with a `mask` (`[N]`, 1 for
+/// labelled, 0 for not), the sum of the labelled samples' losses over their count
+/// `labelled`, 0 when there are none. An unlabelled sample's loss is multiplied by 0, so
+/// its gradient into the head, and through the head into the body, is exactly 0. Without
+/// a mask (every sample labelled), [`head_loss`] itself.
+pub fn masked_head_loss(
+    head: &HeadSpec,
+    out: &Tensor,
+    target: &Tensor,
+    mask: Option<&Tensor>,
+    labelled: usize,
+) -> Result<Tensor> {
+    match mask {
+        None => head_loss(head, out, target),
+        Some(m) => {
+            let sum = (per_sample_loss(head, out, target)? * m)?.sum_all()?;
+            sum / labelled.max(1) as f64
+        }
+    }
+}
+
 /// How per-head losses become one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -53,22 +90,25 @@ pub struct LossCombiner {
 }
 
 impl LossCombiner {
-    /// A combiner for `n` heads. Learned parameters live under `vb` (named `loss.log_var`
+    /// A combiner for `heads`: each head's loss is scaled by its declared weight (the heads
+    /// file's `weight`, default 1), or by `fixed` (`--head-weights`) with
+    /// [`LossWeighting::Fixed`]. Learned parameters live under `vb` (named `loss.log_var`
     /// by the caller) so they are optimised and checkpointed with the model.
     pub fn new(
         weighting: LossWeighting,
-        weights: &[f32],
-        n: usize,
+        fixed: &[f32],
+        heads: &[HeadSpec],
         vb: VarBuilder,
     ) -> Result<Self> {
+        let n = heads.len();
         let weights = match weighting {
             LossWeighting::Fixed => {
-                if weights.len() != n {
-                    candle_core::bail!("--head-weights needs {n} values, got {}", weights.len());
+                if fixed.len() != n {
+                    candle_core::bail!("--head-weights needs {n} values, got {}", fixed.len());
                 }
-                weights.to_vec()
+                fixed.to_vec()
             }
-            _ => vec![1.0; n],
+            _ => heads.iter().map(|h| h.weight()).collect(),
         };
         let log_vars = match weighting {
             LossWeighting::Uncertainty => {
@@ -86,20 +126,35 @@ impl LossCombiner {
     /// The total loss. `losses`: one scalar per head.
     pub fn combine(&self, losses: &[Tensor]) -> Result<Tensor> {
         let stacked = Tensor::stack(losses, 0)?;
+        let device = stacked.device().clone();
         match (&self.weighting, &self.log_vars) {
-            (LossWeighting::Uncertainty, Some(s)) => ((stacked * s.neg()?.exp()?)? + s)?.sum_all(),
-            _ => {
-                let w = Tensor::from_slice(&self.weights, self.weights.len(), stacked.device())?
-                    .to_dtype(DType::F32)?;
-                (stacked * w)?.sum_all()
+            (LossWeighting::Uncertainty, Some(s)) => {
+                let scaled = (stacked * s.neg()?.exp()?)?;
+                let scaled = match self.weights.iter().all(|w| *w == 1.0) {
+                    true => scaled,
+                    false => (scaled * self.weight_tensor(&device)?)?,
+                };
+                (scaled + s)?.sum_all()
             }
+            _ => (stacked * self.weight_tensor(&device)?)?.sum_all(),
         }
     }
 
-    /// Current effective weight of each head (`exp(-s_i)` when learned).
+    fn weight_tensor(&self, device: &candle_core::Device) -> Result<Tensor> {
+        Tensor::from_slice(&self.weights, self.weights.len(), device)?.to_dtype(DType::F32)
+    }
+
+    /// Current effective weight of each head (`w_i exp(-s_i)` when learned).
     pub fn effective_weights(&self) -> Result<Vec<f32>> {
         match &self.log_vars {
-            Some(s) => s.neg()?.exp()?.to_vec1(),
+            Some(s) => Ok(s
+                .neg()?
+                .exp()?
+                .to_vec1::<f32>()?
+                .iter()
+                .zip(&self.weights)
+                .map(|(e, w)| e * w)
+                .collect()),
             None => Ok(self.weights.clone()),
         }
     }
@@ -163,19 +218,161 @@ mod tests {
         assert!(wrong.is_finite() && wrong > 1e29);
     }
 
+    /// The property partial labels rest on: an unlabelled sample gives its head exactly
+    /// zero gradient, whatever its output or placeholder target, and the labelled samples'
+    /// loss is their plain mean.
+    #[test]
+    fn a_masked_sample_contributes_exactly_zero_gradient_to_its_head() {
+        use candle_core::Var;
+        let dev = Device::Cpu;
+        let heads = models::heads::utkface_heads();
+        let mask = t(&[1.0, 0.0, 1.0]);
+        for (h, width) in heads.iter().zip([1usize, 1, 5]) {
+            // A linear head over fixed features, so the gradient reaches real weights.
+            let x = Tensor::new(&[[0.3f32, -1.2], [50.0, 80.0], [-0.7, 0.4]], &dev).unwrap();
+            let w = Var::from_tensor(
+                &Tensor::new(
+                    &[
+                        [0.5f32, -0.25, 0.1, 0.2, -0.3],
+                        [0.75, 0.6, -0.4, 0.05, 0.9],
+                    ],
+                    &dev,
+                )
+                .unwrap()
+                .narrow(1, 0, width)
+                .unwrap(),
+            )
+            .unwrap();
+            let target = |v: [f32; 3]| match h.num_classes() {
+                Some(k) if k > 2 => Tensor::new(&v.map(|v| v as u32), &dev).unwrap(),
+                _ => Tensor::new(&v, &dev).unwrap(),
+            };
+            let grads = |x: &Tensor, tgt: &Tensor| {
+                let out = x.matmul(w.as_tensor()).unwrap();
+                let loss = masked_head_loss(h, &out, tgt, Some(&mask), 2).unwrap();
+                let g = loss.backward().unwrap();
+                (
+                    scalar(loss),
+                    g.get(w.as_tensor())
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap(),
+                )
+            };
+            let (l, g) = grads(&x, &target([1.0, 0.0, 0.0]));
+            // The masked sample (row 1) with another input and another placeholder target:
+            // bit-identical loss and gradient.
+            let x2 = Tensor::new(&[[0.3f32, -1.2], [-9e3, 4e3], [-0.7, 0.4]], &dev).unwrap();
+            let (l2, g2) = grads(&x2, &target([1.0, 1.0, 0.0]));
+            assert_eq!(l.to_bits(), l2.to_bits(), "{}", h.name);
+            assert_eq!(g, g2, "{}", h.name);
+            // The same as the unmasked loss over the labelled rows alone.
+            let sub = Tensor::new(&[[0.3f32, -1.2], [-0.7, 0.4]], &dev).unwrap();
+            let tsub = match h.num_classes() {
+                Some(k) if k > 2 => Tensor::new(&[1u32, 0], &dev).unwrap(),
+                _ => t(&[1.0, 0.0]),
+            };
+            let out = sub.matmul(w.as_tensor()).unwrap();
+            let lsub = head_loss(h, &out, &tsub).unwrap();
+            let gsub = lsub
+                .backward()
+                .unwrap()
+                .get(w.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let lsub = scalar(lsub);
+            assert!((l - lsub).abs() < 1e-6, "{}: {l} vs {lsub}", h.name);
+            for (a, b) in g.iter().zip(&gsub) {
+                assert!((a - b).abs() < 1e-6, "{}: {g:?} vs {gsub:?}", h.name);
+            }
+            // The output gradient of the masked row is exactly zero.
+            let out = Var::from_tensor(&x.matmul(w.as_tensor()).unwrap()).unwrap();
+            let loss =
+                masked_head_loss(h, out.as_tensor(), &target([1.0, 0.0, 0.0]), Some(&mask), 2)
+                    .unwrap();
+            let go = loss
+                .backward()
+                .unwrap()
+                .get(out.as_tensor())
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            assert!(go[1].iter().all(|v| *v == 0.0), "{}: {go:?}", h.name);
+            assert!(go[0].iter().any(|v| *v != 0.0), "{}: {go:?}", h.name);
+        }
+        // No labelled sample: zero loss, zero gradient.
+        let h = &heads[0];
+        let out = Var::from_tensor(&t(&[1.0, 2.0])).unwrap();
+        let loss = masked_head_loss(
+            h,
+            out.as_tensor(),
+            &t(&[0.0, 0.0]),
+            Some(&t(&[0.0, 0.0])),
+            0,
+        )
+        .unwrap();
+        assert_eq!(scalar(loss.clone()), 0.0);
+        let g = loss
+            .backward()
+            .unwrap()
+            .get(out.as_tensor())
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(g, vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn per_sample_losses_average_to_the_head_loss() {
+        let dev = Device::Cpu;
+        let heads = models::heads::utkface_heads();
+        let reg = t(&[0.5, -1.0, 2.0]).reshape((3, 1)).unwrap();
+        let bin = t(&[0.5, -3.0, 9.0]).reshape((3, 1)).unwrap();
+        let cls = Tensor::new(
+            &[
+                [0.1f32, 2.0, -1.0, 0.0, 0.3],
+                [1.0, 0.0, 0.0, 0.0, 0.0],
+                [-2.0, 0.5, 0.5, 3.0, 0.0],
+            ],
+            &dev,
+        )
+        .unwrap();
+        for (h, out, tgt) in [
+            (&heads[0], reg, t(&[0.0, 1.0, 1.5])),
+            (&heads[1], bin, t(&[1.0, 0.0, 1.0])),
+            (&heads[2], cls, Tensor::new(&[1u32, 0, 3], &dev).unwrap()),
+        ] {
+            let mean = scalar(per_sample_loss(h, &out, &tgt).unwrap().mean_all().unwrap());
+            let want = scalar(head_loss(h, &out, &tgt).unwrap());
+            assert!((mean - want).abs() < 1e-6, "{}: {mean} vs {want}", h.name);
+        }
+    }
+
     #[test]
     fn combiners_match_hand_computation() {
         let vm = candle_nn::VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
         let losses = [t(&[1.0]).squeeze(0).unwrap(), t(&[2.0]).squeeze(0).unwrap()];
-        let sum = LossCombiner::new(LossWeighting::Sum, &[], 2, vb.pp("loss")).unwrap();
+        let two = &models::heads::utkface_heads()[..2];
+        let sum = LossCombiner::new(LossWeighting::Sum, &[], two, vb.pp("loss")).unwrap();
         assert_eq!(scalar(sum.combine(&losses).unwrap()), 3.0);
-        let fixed = LossCombiner::new(LossWeighting::Fixed, &[0.5, 2.0], 2, vb.pp("loss")).unwrap();
+        let fixed =
+            LossCombiner::new(LossWeighting::Fixed, &[0.5, 2.0], two, vb.pp("loss")).unwrap();
         assert_eq!(scalar(fixed.combine(&losses).unwrap()), 4.5);
-        assert!(LossCombiner::new(LossWeighting::Fixed, &[1.0], 2, vb.pp("loss")).is_err());
-        let unc = LossCombiner::new(LossWeighting::Uncertainty, &[], 2, vb.pp("loss")).unwrap();
+        assert!(LossCombiner::new(LossWeighting::Fixed, &[1.0], two, vb.pp("loss")).is_err());
+        let unc = LossCombiner::new(LossWeighting::Uncertainty, &[], two, vb.pp("loss")).unwrap();
         // s = 0: exp(0) * (1 + 2) + 0 = 3.
         assert_eq!(scalar(unc.combine(&losses).unwrap()), 3.0);
+        // Declared weights (a heads file's `weight`) scale the sum.
+        let mut weighted = two.to_vec();
+        weighted[1].labeling.weight = 0.25;
+        let w = LossCombiner::new(LossWeighting::Sum, &[], &weighted, vb.pp("loss")).unwrap();
+        assert_eq!(scalar(w.combine(&losses).unwrap()), 1.5);
         assert!(vm.data().lock().unwrap().contains_key("loss.log_var"));
     }
 }

@@ -8,7 +8,7 @@ use std::{
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use models::{
-    dataset::{scan_source, split, stable_hash, Rejected, Sample},
+    dataset::{label_counts, split, stable_hash, Rejected, Sample},
     Contract,
 };
 
@@ -27,6 +27,17 @@ use crate::{
     net::{BackboneConfig, HydraNet},
     Error, Result,
 };
+
+/// Which heads a run needs labels for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Training: every head (a head with no labelled training image is an error).
+    AllHeads,
+    /// Fine-tuning one head: that one.
+    Head(usize),
+    /// No labels, only images (recomputing BatchNorm statistics).
+    ImagesOnly,
+}
 
 /// Decoded training and validation images.
 pub struct PreparedData {
@@ -49,16 +60,47 @@ pub fn subset(samples: &[Sample], n: usize) -> Vec<Sample> {
 }
 
 /// Scans, splits and caches the data named by `config`, warning about everything skipped.
-pub fn prepare_data(config: &TrainConfig, contract: &Contract) -> Result<PreparedData> {
-    let scan = scan_source(&config.data, &contract.heads)?;
+/// Fails before any image is decoded when a head in `need` has no labelled training image.
+pub fn prepare_data(config: &TrainConfig, contract: &Contract, need: Need) -> Result<PreparedData> {
+    let source = config.source();
+    let heads = &contract.heads;
+    let scan = source.scan(heads)?;
     if let Some(report) = scan.rejection_report() {
-        tracing::warn!("{}: {report}", config.data.display());
+        tracing::warn!("{}: {report}", source.describe());
     }
     let samples = match config.limit {
         Some(n) => subset(&scan.samples, n),
         None => scan.samples.clone(),
     };
     let (train, val) = split(&samples, config.val_fraction);
+    let needed = |i: usize| match need {
+        Need::AllHeads => true,
+        Need::Head(h) => i == h,
+        Need::ImagesOnly => false,
+    };
+    scan.require_labels(heads, &train, needed, "training split")?;
+    let (tn, vn) = (
+        label_counts(&train, heads.len()),
+        label_counts(&val, heads.len()),
+    );
+    for (i, h) in heads.iter().enumerate() {
+        if tn[i] < train.len() || vn[i] < val.len() {
+            tracing::info!(
+                "head `{}`: labelled on {} of {} training and {} of {} validation images",
+                h.name,
+                tn[i],
+                train.len(),
+                vn[i],
+                val.len()
+            );
+        }
+        if needed(i) && vn[i] == 0 && !val.is_empty() {
+            tracing::warn!(
+                "head `{}` has no labelled validation image: its validation metrics are empty",
+                h.name
+            );
+        }
+    }
     let spec = &contract.preprocess;
     let train = ImageCache::build(&train, spec, None);
     let val = ImageCache::build(&val, spec, None);
@@ -72,7 +114,7 @@ pub fn prepare_data(config: &TrainConfig, contract: &Contract) -> Result<Prepare
     if train.len() < config.batch {
         return Err(Error::Config(format!(
             "{}: {} usable training images, fewer than one batch of {}",
-            config.data.display(),
+            source.describe(),
             train.len(),
             config.batch
         )));
@@ -86,9 +128,17 @@ pub fn prepare_data(config: &TrainConfig, contract: &Contract) -> Result<Prepare
     })
 }
 
-/// The contract a run trains, with a summary of its data.
+/// The contract a run trains: UTKFace's heads, or the heads file's (the model then takes
+/// the file's name: `faces.toml` trains `hydranet-faces`).
 pub fn contract_for(config: &TrainConfig, backbone: &BackboneConfig) -> Contract {
-    Contract::utkface(config.input_size, &backbone.to_string())
+    let mut c = Contract::utkface(config.input_size, &backbone.to_string());
+    if let Some(heads) = &config.heads {
+        c.heads = heads.clone();
+        if let Some(stem) = config.heads_file.as_ref().and_then(|f| f.file_stem()) {
+            c.model_name = format!("hydranet-{}", stem.to_string_lossy());
+        }
+    }
+    c
 }
 
 /// Builds the network, loss and optimiser for `config`, fresh or from `resume`.
@@ -106,9 +156,25 @@ pub fn build_trainer<'a>(
         ));
     }
     let backbone: BackboneConfig = config.backbone.parse().map_err(Error::Config)?;
+    let source = config.source();
+    let data_name: Vec<String> = source
+        .images
+        .iter()
+        .chain(&source.manifests)
+        .map(|p| portable_name(p))
+        .collect();
     contract
         .training
-        .insert("data".into(), portable_name(&config.data));
+        .insert("data".into(), data_name.join(" + "));
+    let counts = label_counts(&data.train.samples, contract.heads.len());
+    for (h, n) in contract.heads.iter().zip(counts) {
+        if n < data.train.len() {
+            contract.training.insert(
+                format!("labelled.{}", h.name),
+                format!("{n} of {} training images", data.train.len()),
+            );
+        }
+    }
     contract
         .training
         .insert("train_samples".into(), data.train.len().to_string());
@@ -151,7 +217,7 @@ pub fn build_trainer<'a>(
     let loss = LossCombiner::new(
         config.loss_weighting,
         &config.head_weights,
-        contract.heads.len(),
+        &contract.heads,
         VarBuilder::from_varmap(&varmap, DType::F32, &device).pp(crate::names::LOSS),
     )?;
     let mut optim = Optimizer::new(

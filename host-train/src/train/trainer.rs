@@ -25,7 +25,7 @@ use super::{
     checkpoint::{self, TrainState},
     evaluate::{evaluate, EvalResult},
     log::{EpochRecord, Event, RunLog},
-    loss::{head_loss, LossCombiner},
+    loss::{masked_head_loss, LossCombiner},
     optim::Optimizer,
     schedule::lr_at,
     TrainConfig,
@@ -191,8 +191,9 @@ impl Trainer<'_> {
         let order = epoch_order(self.train.len(), self.config.seed, epoch as u64);
         let bar = EpochBar::new(epoch, self.config.epochs, steps, self.state.step_in_epoch);
         let (t0, mut data_s) = (Instant::now(), 0.0);
-        // Per head, then the combined loss.
+        // Per head (weighted by its labelled samples), then the combined loss (per step).
         let mut sums = vec![0.0f64; heads.len() + 1];
+        let mut counts = vec![0usize; heads.len()];
         let first = self.state.step_in_epoch;
         for step in first..steps {
             let idx = &order[step * self.config.batch..(step + 1) * self.config.batch];
@@ -209,12 +210,11 @@ impl Trainer<'_> {
                     step + 1
                 )));
             }
-            for (s, v) in sums
-                .iter_mut()
-                .zip(out.head_losses.iter().chain([out.loss].iter()))
-            {
-                *s += *v as f64;
+            for (k, (v, n)) in out.head_losses.iter().zip(&b.labelled).enumerate() {
+                sums[k] += *v as f64 * *n as f64;
+                counts[k] += n;
             }
+            sums[heads.len()] += out.loss as f64;
             if self.log_steps {
                 self.log().event(&Event::Step {
                     epoch: epoch + 1,
@@ -225,7 +225,7 @@ impl Trainer<'_> {
                     head_losses: named(&heads, out.head_losses.iter().copied()),
                 })?;
             }
-            bar.update(&heads, &sums, (step + 1 - first) as f64, out.lr);
+            bar.update(&heads, &sums, &counts, out.lr);
             let stopped = if self.stop.load(Ordering::SeqCst) {
                 Some(Outcome::Interrupted)
             } else if self.at_step_limit() {
@@ -255,7 +255,11 @@ impl Trainer<'_> {
         let ran = (steps - first).max(1) as f64;
         Ok(Ok(EpochStats {
             epoch: epoch + 1,
-            train_head_losses: sums[..heads.len()].iter().map(|s| s / ran).collect(),
+            train_head_losses: sums
+                .iter()
+                .zip(&counts)
+                .map(|(s, &n)| s / n.max(1) as f64)
+                .collect(),
             train_loss: sums[heads.len()] / ran,
             seconds,
             data_seconds: data_s,
@@ -270,9 +274,16 @@ impl Trainer<'_> {
         let outs = self.net.forward_t(&b.input, true)?;
         let losses = heads
             .iter()
-            .zip(&outs)
-            .zip(&b.targets)
-            .map(|((h, o), t)| head_loss(h, o, t))
+            .enumerate()
+            .map(|(k, h)| {
+                masked_head_loss(
+                    h,
+                    &outs[k],
+                    &b.targets[k],
+                    b.masks[k].as_ref(),
+                    b.labelled[k],
+                )
+            })
             .collect::<candle_core::Result<Vec<_>>>()?;
         let total_loss = self.loss.combine(&losses)?;
         let grads = total_loss.backward()?;
@@ -391,11 +402,11 @@ impl EpochBar {
         Self(bar)
     }
 
-    fn update(&self, heads: &[HeadSpec], sums: &[f64], done: f64, lr: f64) {
+    fn update(&self, heads: &[HeadSpec], sums: &[f64], counts: &[usize], lr: f64) {
         let msg: Vec<String> = heads
             .iter()
-            .zip(sums)
-            .map(|(h, s)| format!("{} {:.3}", h.name, s / done))
+            .zip(sums.iter().zip(counts))
+            .map(|(h, (s, &n))| format!("{} {:.3}", h.name, s / n.max(1) as f64))
             .collect();
         self.0.set_message(format!("{} lr {lr:.2e}", msg.join(" ")));
         self.0.inc(1);

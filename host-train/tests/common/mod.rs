@@ -31,6 +31,9 @@ pub fn utkface_dir() -> PathBuf {
 pub fn tiny_config(data: &Path, out: &Path) -> TrainConfig {
     TrainConfig {
         data: data.to_path_buf(),
+        manifests: vec![],
+        heads: None,
+        heads_file: None,
         out: out.to_path_buf(),
         epochs: 2,
         batch: 16,
