@@ -48,7 +48,7 @@ for p in percents:
 EOF
 
 scripts/setup.sh build
-cargo build --release --locked -q -p host-train
+cargo build --release --locked -q -p host-train -p edge-runtime
 B=${CARGO_TARGET_DIR:-target}/release
 for p in $PERCENTS; do
   start=$(date +%s)
@@ -57,10 +57,11 @@ for p in $PERCENTS; do
     --out "$OUT/eth$p" >"$OUT/eth$p.log" 2>&1
   "$B/host-train" eval --checkpoint "$OUT/eth$p/best.safetensors" --data "$DATA" \
     --manifest "$OUT/eth$p.csv" --split val --json | tail -1 >"$OUT/eth$p.json"
-  python3 -c '
+  python3 - "$OUT/eth$p.json" "$p" "$(($(date +%s) - start))" <<'EOF'
 import json, sys
 v = json.load(open(sys.argv[1]))
-print(f"ethnicity on {sys.argv[2]:>3} %: age MAE {v[\"age_mae\"]:.2f}, gender {100*v[\"gender_acc\"]:.1f} %, "
-      f"ethnicity {100*v[\"ethnicity_acc\"]:.1f} % (F1 {v[\"ethnicity_f1\"]:.3f}), n={v[\"n\"]}, {sys.argv[3]} s")
-' "$OUT/eth$p.json" "$p" "$(($(date +%s) - start))"
+print("ethnicity on %3s %%: age MAE %.2f, gender %.1f %%, ethnicity %.1f %% (F1 %.3f), n=%d, %s s"
+      % (sys.argv[2], v["age_mae"], 100 * v["gender_acc"], 100 * v["ethnicity_acc"],
+         v["ethnicity_f1"], v["n"], sys.argv[3]))
+EOF
 done

@@ -13,7 +13,8 @@ use super::DataArgs;
 /// Arguments of `finetune`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Checkpoint whose body (and other heads) stay as they are.
+    /// Checkpoint whose body (and other heads) stay as they are, or an exported fp32 ONNX
+    /// file (e.g. the shipped model): its weights fold back to the same bits on export.
     #[arg(long)]
     checkpoint: PathBuf,
     #[command(flatten)]
@@ -183,5 +184,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let (report, loss) = &r.after;
     println!("after:  val loss {loss:.4} | {}", head_line(report, &head));
     println!("wrote {} (body and other heads unchanged)", out.display());
+    if r.contract.test_time_flip {
+        println!(
+            "its source runs with test-time flip: export it with --test-time-flip to keep that"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

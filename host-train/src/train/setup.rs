@@ -84,7 +84,7 @@ pub fn prepare_data(config: &TrainConfig, contract: &Contract, need: Need) -> Re
         label_counts(&val, heads.len()),
     );
     for (i, h) in heads.iter().enumerate() {
-        if tn[i] < train.len() || vn[i] < val.len() {
+        if needed(i) && (tn[i] < train.len() || vn[i] < val.len()) {
             tracing::info!(
                 "head `{}`: labelled on {} of {} training and {} of {} validation images",
                 h.name,
