@@ -4,20 +4,7 @@ mod common;
 
 use std::path::Path;
 
-use common::host_train;
-
-const TINY: [&str; 10] = [
-    "--backbone",
-    "resnet10-w0.25",
-    "--input-size",
-    "32",
-    "--batch",
-    "8",
-    "--epochs",
-    "1",
-    "--val-fraction",
-    "0.25",
-];
+use common::{host_train, TINY};
 
 fn train(data: &Path, out: &Path, extra: &[&str]) -> (bool, String, String) {
     let mut args = vec![

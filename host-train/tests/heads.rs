@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::host_train;
+use common::{host_train, TINY};
 
 /// The issue's example heads: an 8-class age group (written into a CSV) and a binary head.
 const HEADS: &str = r#"
@@ -20,19 +20,6 @@ kind = "binary"
 labels = ["minor", "adult"]
 weight = 1.0
 "#;
-
-const TINY: [&str; 10] = [
-    "--backbone",
-    "resnet10-w0.25",
-    "--input-size",
-    "32",
-    "--batch",
-    "8",
-    "--epochs",
-    "1",
-    "--val-fraction",
-    "0.25",
-];
 
 fn age_group(age: u8) -> &'static str {
     [
