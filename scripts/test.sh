@@ -39,7 +39,7 @@ step "tests (x86_64)"
 # here in debug would only cost links. No crate has doc tests.
 HYDRANET_REQUIRE_BROWSER=1 cargo test --workspace --locked --lib --bins --tests
 
-step "parity on aarch64 under qemu-aarch64 -cpu cortex-a72 (gnu, then musl): the HydraNet fixture, the int8 kernels (portable on arm64), the face detector fixture"
+step "parity on aarch64 under qemu-aarch64 -cpu cortex-a72 (gnu, then musl): the HydraNet fixture, the int8 kernels (arm64 tiles), the face detector fixture"
 # One target after the other: building both in one cargo call was measured slower cold
 # (17.3 min against 14.5: the two compete for the same two cores and the memory).
 AARCH64=(--locked --profile cross --no-default-features -p edge-runtime --test fixture --test int8_kernel)
@@ -49,10 +49,23 @@ for libc in gnu musl; do
     { cat "$log"; exit 1; }
   grep -E "vs tract|vs onnxruntime|fixture images|test result" "$log"
 done
-log="$CARGO_TARGET_DIR/qconv-aarch64.log"
-cargo test --locked --profile cross --no-default-features --target aarch64-unknown-linux-gnu -p edge-runtime \
-  --lib qconv >"$log" 2>&1 || { cat "$log"; exit 1; }
-grep -E "test result" "$log"
+# The integer convolution's arm64 tiles, each on an emulated CPU that has what it needs:
+# smull + sadalp on the Pi 4's Cortex-A72 (no dot product), sdot on the Pi 5's Cortex-A76
+# (the fixture test above ran the A72's tile; here it runs again on the A76's).
+# HYDRANET_EXPECT_TILES fails the run if QEMU's CPU does not offer the tile it is meant to
+# test.
+qemu_gnu() { # CPU EXPECTED-TILES CARGO-TEST-ARGS...
+  local cpu=$1 tiles=$2 log="$CARGO_TARGET_DIR/qconv-aarch64-$1.log"
+  shift 2
+  HYDRANET_EXPECT_TILES=$tiles CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -cpu $cpu -L /usr/aarch64-linux-gnu" \
+    cargo test --locked --profile cross --no-default-features --target aarch64-unknown-linux-gnu -p edge-runtime \
+    "$@" -- --nocapture >"$log" 2>&1 || { cat "$log"; exit 1; }
+  echo "-cpu $cpu $*:"
+  grep -E "tiles on|fixture images|test result" "$log"
+}
+qemu_gnu cortex-a72 smull --lib qconv
+qemu_gnu cortex-a76 sdot,smull --lib qconv
+qemu_gnu cortex-a76 sdot,smull --test int8_kernel
 
 step "boot test: the rpi4 bundle (with the face detector) on an emulated arm64 board with a V4L2 camera (vivid)"
 BOOT=$(mktemp -d)

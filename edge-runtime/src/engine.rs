@@ -85,11 +85,13 @@ pub fn prepare(
         // Before the constant folding below: the fused op wants the int8 weights.
         if options.int8_kernel == Int8Kernel::Edge {
             fused = crate::qconv::fuse_qdq(g);
+            fused.max_pools = crate::maxpool::replace_max_pools(g);
         }
         crate::dequant::fold_constant_dequantization(g);
     }
     let mut onnx = tract_onnx::onnx();
     crate::qconv::register(&mut onnx.op_register);
+    crate::maxpool::register(&mut onnx.op_register);
     (onnx, fused)
 }
 

@@ -6,6 +6,7 @@
 //! - [`detect`]: the face detector (BlazeFace) that finds the faces the engine reads;
 //! - [`faces`]: detector + crop rule + cap: a frame's faces as one network batch;
 //! - [`qconv`]: the integer convolution that the engine fuses QDQ chains into;
+//! - [`maxpool`]: max pooling on the edge runtime's own loop (tract's was slow);
 //! - `dequant` (private): constant `DequantizeLinear`s folded into float weights at load;
 //! - [`source`]: frame sources (V4L2 cameras, image folders and sequences, a test pattern);
 //! - [`pipeline`]: capture thread → per-frame inference (guide box, or faces and their
@@ -21,6 +22,7 @@ pub mod error;
 pub mod faces;
 #[cfg(feature = "kiosk")]
 pub mod kiosk;
+pub mod maxpool;
 pub mod pipeline;
 pub mod qconv;
 pub mod source;

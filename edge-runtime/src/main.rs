@@ -24,6 +24,8 @@ enum Command {
     Eval(cli::eval::Args),
     /// Latency percentiles and throughput.
     Bench(cli::bench::Args),
+    /// Time the integer convolution's tiles (each this CPU runs) on the body's layers.
+    Kernels(cli::kernels::Args),
     /// Print the model's contract.
     Info(cli::info::Args),
     /// Camera (or folder, or pattern) → model → one JSON line per steady prediction.
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Command::Predict(a) => cli::predict::run(a),
         Command::Eval(a) => cli::eval::run(a),
         Command::Bench(a) => cli::bench::run(a),
+        Command::Kernels(a) => cli::kernels::run(a),
         Command::Info(a) => cli::info::run(a),
         Command::Run(a) => cli::run::run(a),
         Command::Sources(a) => cli::sources::run(a),

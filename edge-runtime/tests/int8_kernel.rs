@@ -1,7 +1,8 @@
 //! The edge runtime's integer convolutions against tract's own int8 handling of the same
 //! file (the shipped int8 model), on the fixture's images. Needs only tract and files in
-//! the repository, so it also runs on aarch64 under QEMU, where the portable kernel runs
-//! instead of the AVX-512 VNNI one.
+//! the repository, so it also runs on aarch64 under QEMU, where the arm64 tiles run
+//! instead of AVX-512 VNNI: `smull` on `-cpu cortex-a72`, `sdot` on `-cpu
+//! cortex-a76` (scripts/test.sh runs both).
 use std::path::Path;
 
 use std::collections::BTreeMap;
@@ -42,9 +43,10 @@ fn integer_convolutions_answer_like_tracts_own_int8() {
         same += usize::from(labels(&edge, &a) == labels(&own, &b));
     }
     eprintln!(
-        "{} fixture images on {}: worst |edge - tract| raw output {worst:.2e}, labels identical on {same}",
+        "{} fixture images on {} ({:?} tile): worst |edge - tract| raw output {worst:.2e}, labels identical on {same}",
         inputs.len(),
-        std::env::consts::ARCH
+        std::env::consts::ARCH,
+        edge_runtime::qconv::Tile::chosen().unwrap(),
     );
     assert_eq!(same, inputs.len());
     // Exact int32 sums against tract's float sums of the same codes: they differ by float

@@ -87,6 +87,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
         "threads": a.threads,
         "kind": match net { Net::HydraNet(_) => "hydranet", Net::Detector(_) => "face detector" },
         "int8_kernel": format!("{:?}", a.int8.kernel()).to_lowercase(),
+        // The inner loop those convolutions run (HYDRANET_INT8_TILE overrides the fastest).
+        "int8_tile": edge_runtime::qconv::Tile::chosen().map_or("unavailable", |t| t.name),
         "int8_convolutions": match &net { Net::HydraNet(e) => e.fused().convolutions, Net::Detector(_) => 0 },
         "iters": lat.len(),
         "p50_ms": quantile(&lat, 0.5),

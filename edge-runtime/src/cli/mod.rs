@@ -2,6 +2,7 @@
 pub mod bench;
 pub mod eval;
 pub mod info;
+pub mod kernels;
 #[cfg(feature = "kiosk")]
 pub mod kiosk;
 pub mod predict;

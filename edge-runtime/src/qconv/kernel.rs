@@ -16,10 +16,7 @@
 //! - patches ("rows"): `[pixel][k]`, `NR` pixels per tile.
 use std::cell::RefCell;
 
-/// Output channels per weight block (two 16-lane vectors).
-const MB: usize = 32;
-/// Output pixels per tile.
-const NR: usize = 12;
+use super::tile::{Tile, UnknownTile, MB, NR};
 
 /// Geometry of a 2-D convolution (NCHW input, OIHW weights, group 1, dilation 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,12 +63,16 @@ pub struct QConv {
     x_scale: f32,
     x_zero: u8,
     packed: Vec<i8>,
-    /// Per output channel: `x_zero · Σ_k w[m, k]`, subtracted from the raw sum.
+    /// Per output channel: `Σ_k w[m, k]`.
+    wsum: Vec<i32>,
+    /// Per output channel: what the tile's raw sum exceeds `Σ (q - x_zero) · w` by:
+    /// `(x_zero - offset) · Σ_k w[m, k]`, where the tile's rows hold `q - offset`.
     zero_term: Vec<i32>,
     /// Per output channel: `x_scale · w_scale[m]`.
     scale: Vec<f32>,
     bias: Vec<f32>,
     relu: bool,
+    tile: Tile,
 }
 
 /// Why a convolution cannot be packed.
@@ -87,12 +88,19 @@ pub enum PackError {
     },
     #[error("the input scale {0} is not a positive finite number")]
     Scale(String),
+    #[error(transparent)]
+    Tile(#[from] UnknownTile),
 }
+
+/// Work items (tiles × channel blocks) per rayon task: a tile is a few microseconds, so
+/// single items would spend a noticeable share on scheduling.
+const PAR_MIN_ITEMS: usize = 4;
 
 impl QConv {
     /// Packs OIHW int8 `weights` with one scale per output channel. The convolution then
     /// computes `relu?(x_scale · w_scale[m] · Σ (q(x) - x_zero) · w + bias[m])`, which is
     /// what `DequantizeLinear(QuantizeLinear(x))` convolved with dequantized weights is.
+    /// Runs on [`Tile::chosen`].
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         geo: Geometry,
@@ -127,41 +135,55 @@ impl QConv {
         if !(x_scale.is_finite() && x_scale > 0.0) {
             return Err(PackError::Scale(x_scale.to_string()));
         }
+        let tile = Tile::chosen()?;
         let (c4, k) = (geo.c4(), geo.k());
         let blocks = geo.m.div_ceil(MB);
         let mut packed = vec![0i8; blocks * MB * k];
-        let mut zero_term = vec![0i32; geo.m];
+        let mut wsum = vec![0i32; blocks * MB];
         for m in 0..geo.m {
             let (b, lane) = (m / MB, m % MB);
-            let mut sum = 0i32;
             for ky in 0..geo.kh {
                 for kx in 0..geo.kw {
                     for c in 0..geo.c {
                         let w = weights[((m * geo.c + c) * geo.kh + ky) * geo.kw + kx];
                         let kk = (ky * geo.kw + kx) * c4 + c;
                         packed[((b * (k / 4) + kk / 4) * MB + lane) * 4 + kk % 4] = w;
-                        sum += w as i32;
+                        wsum[m] += w as i32;
                     }
                 }
             }
-            zero_term[m] = sum * x_zero as i32;
         }
         // Per-channel values padded to whole blocks, like the packed weights.
         let mut scale: Vec<f32> = w_scale.iter().map(|s| s * x_scale).collect();
         let mut bias = bias.map_or_else(|| vec![0.0; geo.m], <[f32]>::to_vec);
         scale.resize(blocks * MB, 0.0);
         bias.resize(blocks * MB, 0.0);
-        zero_term.resize(blocks * MB, 0);
-        Ok(Self {
+        let mut conv = Self {
             geo,
             x_scale,
             x_zero,
             packed,
-            zero_term,
+            wsum,
+            zero_term: Vec::new(),
             scale,
             bias,
             relu,
-        })
+            tile: Tile::PORTABLE,
+        };
+        conv.set_tile(tile);
+        Ok(conv)
+    }
+
+    /// Runs on `tile` from now on.
+    pub fn set_tile(&mut self, tile: Tile) {
+        let offset = if tile.signed { 128 } else { 0 };
+        let z = self.x_zero as i32 - offset;
+        self.zero_term = self.wsum.iter().map(|s| s * z).collect();
+        self.tile = tile;
+    }
+
+    pub fn tile(&self) -> Tile {
+        self.tile
     }
 
     pub fn geometry(&self) -> &Geometry {
@@ -172,21 +194,19 @@ impl QConv {
         self.relu
     }
 
-    /// Convolves `n` NCHW images of `h`×`w` (`x.len() == n·c·h·w`) into `out`
-    /// (`n·m·oh·ow`). Returns false (and writes nothing) if the sizes disagree.
-    pub fn run(&self, x: &[f32], n: usize, h: usize, w: usize, out: &mut [f32]) -> bool {
-        self.run_with(x, n, h, w, out, dot_tile)
+    /// The byte a row holds for the quantized 0.0 (padding, padded channels).
+    fn zero_code(&self) -> u8 {
+        if self.tile.signed {
+            self.x_zero ^ 0x80
+        } else {
+            self.x_zero
+        }
     }
 
-    fn run_with(
-        &self,
-        x: &[f32],
-        n: usize,
-        h: usize,
-        w: usize,
-        out: &mut [f32],
-        dot: DotTile,
-    ) -> bool {
+    /// Convolves `n` NCHW images of `h`×`w` (`x.len() == n·c·h·w`) into `out`
+    /// (`n·m·oh·ow`). Returns false (and writes nothing) if the sizes disagree. Uses the
+    /// threads of tract's current executor (`--threads`).
+    pub fn run(&self, x: &[f32], n: usize, h: usize, w: usize, out: &mut [f32]) -> bool {
         let g = &self.geo;
         let Some((oh, ow)) = g.output_hw(h, w) else {
             return false;
@@ -194,6 +214,10 @@ impl QConv {
         if x.len() != n * g.c * h * w || out.len() != n * g.m * oh * ow {
             return false;
         }
+        let pool = match tract_linalg::multithread::current_tract_executor() {
+            tract_linalg::multithread::Executor::MultiThread(pool) => Some(pool),
+            _ => None,
+        };
         SCRATCH.with(|s| {
             let (planes, nhwc, rows) = &mut *s.borrow_mut();
             for (img, o) in x
@@ -201,14 +225,23 @@ impl QConv {
                 .zip(out.chunks_exact_mut(g.m * oh * ow))
             {
                 self.quantize_nhwc(img, h, w, planes, nhwc);
-                self.patches(nhwc, h, w, oh, ow, rows);
-                self.multiply(rows, oh * ow, o, dot);
+                match &pool {
+                    Some(pool) => pool.install(|| {
+                        self.patches(nhwc, h, w, oh, ow, rows, true);
+                        self.multiply(rows, oh * ow, o, true);
+                    }),
+                    None => {
+                        self.patches(nhwc, h, w, oh, ow, rows, false);
+                        self.multiply(rows, oh * ow, o, false);
+                    }
+                }
             }
         });
         true
     }
 
-    /// `q(x)` as NHWC bytes, channels padded to 4 with the zero point.
+    /// `q(x)` as NHWC bytes (`q - 128` for a signed tile), channels padded to 4 with the
+    /// zero point.
     fn quantize_nhwc(
         &self,
         img: &[f32],
@@ -219,63 +252,106 @@ impl QConv {
     ) {
         let (c, c4, hw) = (self.geo.c, self.geo.c4(), h * w);
         // Quantize the planes as they lie (contiguous, vectorised), then interleave.
-        planes.clear();
-        planes.resize(c * hw, 0);
+        // Every byte of both buffers is written below: grow them, never clear them.
+        let planes = grown(planes, c * hw, 0);
         quantize(img, self.x_scale, self.x_zero, planes);
-        nhwc.clear();
-        nhwc.resize(hw * c4, self.x_zero);
-        interleave(planes, c, hw, self.x_zero, nhwc);
+        if self.tile.signed {
+            planes.iter_mut().for_each(|q| *q ^= 0x80);
+        }
+        let zero = self.zero_code();
+        interleave(planes, c, hw, zero, grown(nhwc, hw * c4, zero));
     }
 
     /// One row of `k` bytes per output pixel (`NR`-padded), out-of-image taps at the zero
-    /// point (the quantized 0.0).
-    fn patches(&self, nhwc: &[u8], h: usize, w: usize, oh: usize, ow: usize, rows: &mut Vec<u8>) {
+    /// point (the quantized 0.0). Output rows of the image in parallel when `par`.
+    #[allow(clippy::too_many_arguments)]
+    fn patches(
+        &self,
+        nhwc: &[u8],
+        h: usize,
+        w: usize,
+        oh: usize,
+        ow: usize,
+        rows: &mut Vec<u8>,
+        par: bool,
+    ) {
         let g = &self.geo;
         let (c4, k) = (g.c4(), g.k());
         let pixels = (oh * ow).div_ceil(NR) * NR;
-        rows.clear();
-        rows.resize(pixels * k, self.x_zero);
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let row = &mut rows[(oy * ow + ox) * k..][..k];
-                for ky in 0..g.kh {
+        let zero = self.zero_code();
+        // Every byte of the image's rows is written below (taps outside the image with the
+        // zero point), so the buffer is only grown, never cleared: clearing it was a memset
+        // of the whole patch matrix per layer. The `NR` padding rows past the image keep
+        // whatever they held: their sums are computed and never stored.
+        let rows = grown(rows, pixels * k, zero);
+        let line = |oy: usize, dst: &mut [u8]| {
+            for (ox, row) in dst.chunks_exact_mut(k).enumerate() {
+                for (ky, taps) in row.chunks_exact_mut(g.kw * c4).enumerate() {
                     let iy = (oy * g.sh + ky) as isize - g.pads[0] as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    let iy = iy as usize;
                     // Taps with ix in the image form one contiguous run of the NHWC row.
                     let x0 = (ox * g.sw) as isize - g.pads[1] as isize;
-                    let first = (-x0).max(0) as usize;
+                    let first = ((-x0).max(0) as usize).min(g.kw);
                     let last = ((w as isize - x0).min(g.kw as isize)).max(0) as usize;
-                    if first >= last {
+                    if iy < 0 || iy >= h as isize || first >= last {
+                        taps.fill(zero);
                         continue;
                     }
-                    let src = (iy * w + (x0 + first as isize) as usize) * c4;
-                    let dst = (ky * g.kw + first) * c4;
+                    let src = (iy as usize * w + (x0 + first as isize) as usize) * c4;
                     let len = (last - first) * c4;
-                    row[dst..dst + len].copy_from_slice(&nhwc[src..src + len]);
+                    taps[..first * c4].fill(zero);
+                    taps[first * c4..first * c4 + len].copy_from_slice(&nhwc[src..src + len]);
+                    taps[first * c4 + len..].fill(zero);
                 }
             }
+        };
+        if par {
+            use rayon::prelude::*;
+            rows[..oh * ow * k]
+                .par_chunks_exact_mut(ow * k)
+                .enumerate()
+                .for_each(|(oy, dst)| line(oy, dst));
+        } else {
+            rows[..oh * ow * k]
+                .chunks_exact_mut(ow * k)
+                .enumerate()
+                .for_each(|(oy, dst)| line(oy, dst));
         }
     }
 
-    fn multiply(&self, rows: &[u8], pixels: usize, out: &mut [f32], dot: DotTile) {
+    /// Every (pixel tile, channel block) pair through the tile and the epilogue; pairs in
+    /// parallel when `par`.
+    fn multiply(&self, rows: &[u8], pixels: usize, out: &mut [f32], par: bool) {
         let k = self.geo.k();
-        let mut tile = [[0i32; MB]; NR];
-        for p0 in (0..pixels).step_by(NR) {
-            let rows = &rows[p0 * k..(p0 + NR) * k];
-            for b in 0..self.geo.m.div_ceil(MB) {
-                let w = &self.packed[b * MB * k..(b + 1) * MB * k];
-                dot(rows, w, k, &mut tile);
-                self.store(&tile, b * MB, p0, pixels, out);
-            }
+        let blocks = self.geo.m.div_ceil(MB);
+        let items = pixels.div_ceil(NR) * blocks;
+        let dst = Out(out.as_mut_ptr(), out.len());
+        let item = |i: usize| {
+            let (p0, b) = ((i / blocks) * NR, i % blocks);
+            let mut tile = [[0i32; MB]; NR];
+            let w = &self.packed[b * MB * k..(b + 1) * MB * k];
+            (self.tile.dot)(&rows[p0 * k..(p0 + NR) * k], w, k, &mut tile);
+            // SAFETY: `dst` is `out`, borrowed mutably for this whole call; item (p0, b)
+            // writes only channels b·MB.. of pixels p0..p0+NR, which no other item writes.
+            unsafe { self.store(&tile, b * MB, p0, pixels, &dst) };
+        };
+        if par && items > PAR_MIN_ITEMS {
+            use rayon::prelude::*;
+            (0..items)
+                .into_par_iter()
+                .with_min_len(PAR_MIN_ITEMS)
+                .for_each(item);
+        } else {
+            (0..items).for_each(item);
         }
     }
 
     /// Sums to floats across the 32 channels of each pixel (contiguous, vectorised), then
     /// the transposed copy into the NCHW output.
-    fn store(&self, tile: &[[i32; MB]; NR], m0: usize, p0: usize, pixels: usize, out: &mut [f32]) {
+    ///
+    /// # Safety
+    /// `out` must be valid for writes of `m · pixels` floats, and no other thread may
+    /// touch the elements this tile writes.
+    unsafe fn store(&self, tile: &[[i32; MB]; NR], m0: usize, p0: usize, pixels: usize, out: &Out) {
         let ms = MB.min(self.geo.m - m0);
         let ps = NR.min(pixels - p0);
         let (s, b, z) = (
@@ -292,17 +368,34 @@ impl QConv {
                 f.iter_mut().for_each(|v| *v = v.max(0.0));
             }
         }
-        for (lane, dst) in out[m0 * pixels..]
-            .chunks_exact_mut(pixels)
-            .take(ms)
-            .enumerate()
-        {
-            for (d, f) in dst[p0..p0 + ps].iter_mut().zip(&f) {
+        assert!((m0 + ms) * pixels <= out.1);
+        for lane in 0..ms {
+            // SAFETY: in bounds (asserted above); exclusive per the caller's contract.
+            let dst =
+                unsafe { std::slice::from_raw_parts_mut(out.0.add((m0 + lane) * pixels + p0), ps) };
+            for (d, f) in dst.iter_mut().zip(&f) {
                 *d = f[lane];
             }
         }
     }
 }
+
+/// The first `len` bytes of `buf`, grown with `fill` if it is shorter: scratch reused across
+/// layers and frames, whose contents the caller overwrites.
+fn grown(buf: &mut Vec<u8>, len: usize, fill: u8) -> &mut [u8] {
+    if buf.len() < len {
+        buf.resize(len, fill);
+    }
+    &mut buf[..len]
+}
+
+/// The output buffer, shared by the tasks of one [`QConv::multiply`], each of which writes
+/// its own disjoint elements.
+struct Out(*mut f32, usize);
+// SAFETY: see `QConv::store`: the tasks write disjoint elements of a buffer that outlives
+// them.
+unsafe impl Sync for Out {}
+unsafe impl Send for Out {}
 
 /// Adding 1.5·2^23 to an f32 of magnitude < 2^22 rounds it to an integer, half to even
 /// (the default rounding mode), and leaves that integer in the low mantissa bits: no
@@ -397,86 +490,12 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
-type DotTile = fn(&[u8], &[i8], usize, &mut [[i32; MB]; NR]);
-
-/// `tile[j][lane] = Σ_k rows[j·k + kk] · w[kk/4][lane][kk%4]` for a tile of `NR` pixels
-/// and one block of `MB` output channels.
-fn dot_tile(rows: &[u8], w: &[i8], k: usize, tile: &mut [[i32; MB]; NR]) {
-    #[cfg(target_arch = "x86_64")]
-    if vnni::available() {
-        // SAFETY: the CPU has the features `vnni::dot_tile` is compiled for.
-        unsafe { vnni::dot_tile(rows, w, k, tile) };
-        return;
-    }
-    portable_dot_tile(rows, w, k, tile);
-}
-
-fn portable_dot_tile(rows: &[u8], w: &[i8], k: usize, tile: &mut [[i32; MB]; NR]) {
-    for (j, acc) in tile.iter_mut().enumerate() {
-        *acc = [0; MB];
-        let row = &rows[j * k..(j + 1) * k];
-        for (x4, w4) in row.chunks_exact(4).zip(w.chunks_exact(4 * MB)) {
-            for (t, &xv) in x4.iter().enumerate() {
-                let xv = xv as i32;
-                for (lane, a) in acc.iter_mut().enumerate() {
-                    *a += xv * w4[lane * 4 + t] as i32;
-                }
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod vnni {
-    use super::{MB, NR};
-    use std::arch::x86_64::*;
-
-    pub fn available() -> bool {
-        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vnni")
-    }
-
-    /// 24 accumulators (12 pixels × 2 vectors of 16 channels) stay in registers over the
-    /// whole `k` loop; each step loads two weight vectors and broadcasts 4 input bytes per
-    /// pixel.
-    #[target_feature(enable = "avx512f,avx512vnni")]
-    pub unsafe fn dot_tile(rows: &[u8], w: &[i8], k: usize, tile: &mut [[i32; MB]; NR]) {
-        assert!(rows.len() >= NR * k && w.len() >= MB * k && k.is_multiple_of(4));
-        let mut acc = [[_mm512_setzero_si512(); 2]; NR];
-        let rp = rows.as_ptr();
-        let wp = w.as_ptr();
-        for k4 in 0..k / 4 {
-            // SAFETY: k4·MB·4 + 64 + 64 ≤ MB·k = w.len(); rows reads end at NR·k.
-            unsafe {
-                let w0 = _mm512_loadu_si512(wp.add(k4 * MB * 4) as *const _);
-                let w1 = _mm512_loadu_si512(wp.add(k4 * MB * 4 + 64) as *const _);
-                for (j, a) in acc.iter_mut().enumerate() {
-                    let x = (rp.add(j * k + k4 * 4) as *const i32).read_unaligned();
-                    let x = _mm512_set1_epi32(x);
-                    a[0] = _mm512_dpbusd_epi32(a[0], x, w0);
-                    a[1] = _mm512_dpbusd_epi32(a[1], x, w1);
-                }
-            }
-        }
-        for (t, a) in tile.iter_mut().zip(&acc) {
-            // SAFETY: each tile row holds 32 i32, two 64-byte stores.
-            unsafe {
-                _mm512_storeu_si512(t.as_mut_ptr() as *mut _, a[0]);
-                _mm512_storeu_si512(t.as_mut_ptr().add(16) as *mut _, a[1]);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn lcg(seed: &mut u64) -> u32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (*seed >> 33) as u32
-    }
+    use crate::qconv::tile::tests::lcg;
+    use tract_linalg::multithread::{multithread_tract_scope, Executor};
 
     /// Direct convolution over the quantized grid, in f64: the definition.
     #[allow(clippy::too_many_arguments)]
@@ -541,11 +560,23 @@ mod tests {
         let conv = QConv::new(geo, &wq, &ws, Some(&bias), xs, xz, relu).unwrap();
         let (oh, ow) = geo.output_hw(h, w).unwrap();
         let want = reference(&geo, &x, n, h, w, &wq, &ws, &bias, xs, xz, relu);
-        let dots: [(&str, DotTile); 2] =
-            [("dispatched", dot_tile), ("portable", portable_dot_tile)];
-        for (name, dot) in dots {
+        for tile in Tile::available() {
+            let name = tile.name;
+            let mut conv = conv.clone();
+            conv.set_tile(tile);
             let mut out = vec![f32::NAN; n * geo.m * oh * ow];
-            assert!(conv.run_with(&x, n, h, w, &mut out, dot));
+            assert!(conv.run(&x, n, h, w, &mut out));
+            // Two threads split the same work: the same bits.
+            let mut par = vec![f32::NAN; out.len()];
+            multithread_tract_scope(Executor::multithread(2), || {
+                assert!(conv.run(&x, n, h, w, &mut par))
+            });
+            assert!(
+                out.iter()
+                    .zip(&par)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{name} {geo:?}: two threads differ from one"
+            );
             for (i, (a, b)) in out.iter().zip(&want).enumerate() {
                 assert!(
                     (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
@@ -573,26 +604,6 @@ mod tests {
         check(g(16, 40, 3, 2, 1), 1, 9, 9, 17, false, 3);
         check(g(32, 64, 1, 2, 0), 1, 8, 8, 0, false, 4);
         check(g(5, 7, 3, 1, 0), 1, 5, 6, 255, false, 5);
-    }
-
-    #[test]
-    fn the_portable_and_vnni_tiles_agree_exactly() {
-        let k = 36;
-        let mut s = 9;
-        let rows: Vec<u8> = (0..NR * k).map(|_| lcg(&mut s) as u8).collect();
-        let w: Vec<i8> = (0..MB * k).map(|_| lcg(&mut s) as u8 as i8).collect();
-        let mut a = [[0; MB]; NR];
-        portable_dot_tile(&rows, &w, k, &mut a);
-        let mut b = [[0; MB]; NR];
-        dot_tile(&rows, &w, k, &mut b);
-        assert_eq!(a, b);
-        // Extremes: 255 · -128 summed over k saturates nothing in i32.
-        let rows = vec![255u8; NR * k];
-        let w = vec![-128i8; MB * k];
-        portable_dot_tile(&rows, &w, k, &mut a);
-        dot_tile(&rows, &w, k, &mut b);
-        assert_eq!(a, b);
-        assert_eq!(a[0][0], -255 * 128 * k as i32);
     }
 
     /// ONNX QuantizeLinear, written out: divide, round half to even, add, saturate.

@@ -5,10 +5,18 @@
 //! file standard ONNX (onnxruntime runs the same file) and changes only how tract
 //! executes it: [`rewrite`] fuses each
 //! quantize → dequantize → convolution (→ relu) chain into one node before tract parses
-//! the graph, [`op`] is that node in tract, [`kernel`] the arithmetic.
+//! the graph, [`op`] is that node in tract, [`kernel`] the arithmetic around the inner
+//! loop, [`tile`] the inner loop itself, one per instruction set ([`vnni`] on x86,
+//! [`arm64`]'s `sdot` and `smull` on the boards).
+#[cfg(target_arch = "aarch64")]
+pub mod arm64;
 pub mod kernel;
 mod op;
 mod rewrite;
+pub mod tile;
+#[cfg(target_arch = "x86_64")]
+pub mod vnni;
 
 pub use op::register;
 pub use rewrite::{fuse_qdq, Fused};
+pub use tile::Tile;

@@ -191,6 +191,8 @@ pub struct Fused {
     pub convolutions: usize,
     /// Quantize/dequantize pairs left for other readers, now one float pass each.
     pub pairs: usize,
+    /// `MaxPool`s on the edge runtime's own loop ([`crate::maxpool`]).
+    pub max_pools: usize,
 }
 
 /// Replaces every QDQ convolution of `graph` by the fused op, every remaining
@@ -260,6 +262,7 @@ pub fn fuse_qdq(graph: &mut GraphProto) -> Fused {
     let fused = Fused {
         convolutions,
         pairs: pairs.len(),
+        max_pools: 0,
     };
     for (i, node) in pairs {
         graph.node[i] = node;
@@ -383,7 +386,8 @@ mod tests {
             f,
             Fused {
                 convolutions: 1,
-                pairs: 0
+                pairs: 0,
+                max_pools: 0
             }
         );
         assert_eq!(ops(&g), [OP_TYPE]);
@@ -407,7 +411,8 @@ mod tests {
             fuse_qdq(&mut g),
             Fused {
                 convolutions: 1,
-                pairs: 1
+                pairs: 1,
+                max_pools: 0
             }
         );
         assert_eq!(ops(&g), [FAKE_QUANT, OP_TYPE, "Add"]);

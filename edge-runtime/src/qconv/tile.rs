@@ -1,0 +1,208 @@
+//! The inner loop of the integer convolution, one per instruction set, chosen at run time.
+//!
+//! Every tile computes the same thing: for `NR` patch rows (one per output pixel) and one
+//! packed block of `MB` output channels, the exact int32 sums `Σ_k x[j][k] · w[k][lane]`.
+//! They differ in what they ask of the input. x86's `vpdpbusd` multiplies u8 by i8, so its
+//! rows hold the quantized codes as they are. arm64's `sdot` and `smull` multiply i8 by i8,
+//! so their rows hold `q - 128` (the codes with the top bit flipped, done once per layer),
+//! and the epilogue adds `128 · Σ w` back through the zero-point term.
+//!
+//! Packed weights are `[k / 4][MB][4]` per block for every tile: 4 consecutive `k` of one
+//! channel form one 32-bit lane, which is what `vpdpbusd` and an indexed `sdot` consume and
+//! what `smull` + `sadalp` reduce pairwise.
+
+/// Output channels per weight block.
+pub const MB: usize = 32;
+/// Output pixels per tile.
+pub const NR: usize = 12;
+
+/// `tile[j][lane] = Σ_k rows[j·k + kk] · w[kk/4][lane][kk%4]`.
+pub type DotTile = fn(&[u8], &[i8], usize, &mut [[i32; MB]; NR]);
+
+/// One implementation of the inner loop.
+#[derive(Clone, Copy)]
+pub struct Tile {
+    pub name: &'static str,
+    /// Rows hold `q - 128` as i8 bytes instead of the u8 codes.
+    pub signed: bool,
+    pub dot: DotTile,
+}
+
+impl std::fmt::Debug for Tile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// The environment variable that forces a tile (for side-by-side measurements on a board).
+pub const TILE_ENV: &str = "HYDRANET_INT8_TILE";
+
+/// Why a tile cannot be used.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("{TILE_ENV}={name}: not a tile this CPU runs (it runs: {available})")]
+pub struct UnknownTile {
+    pub name: String,
+    pub available: String,
+}
+
+impl Tile {
+    pub const PORTABLE: Tile = Tile {
+        name: "portable",
+        signed: false,
+        dot: portable,
+    };
+
+    /// Every tile this CPU can run, fastest first; the portable loop is always last.
+    pub fn available() -> Vec<Tile> {
+        let mut tiles = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        if super::vnni::available() {
+            tiles.push(Tile {
+                name: "vnni",
+                signed: false,
+                dot: super::vnni::dot_tile,
+            });
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            if super::arm64::dotprod_available() {
+                tiles.push(Tile {
+                    name: "sdot",
+                    signed: true,
+                    dot: super::arm64::sdot_tile,
+                });
+            }
+            tiles.push(Tile {
+                name: "smull",
+                signed: true,
+                dot: super::arm64::smull_tile,
+            });
+        }
+        tiles.push(Tile::PORTABLE);
+        tiles
+    }
+
+    /// The tile named by `HYDRANET_INT8_TILE`, or the fastest this CPU runs.
+    pub fn chosen() -> Result<Tile, UnknownTile> {
+        let tiles = Self::available();
+        match std::env::var(TILE_ENV) {
+            Ok(name) if !name.is_empty() => tiles
+                .iter()
+                .copied()
+                .find(|t| t.name == name)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = tiles.iter().map(|t| t.name).collect();
+                    UnknownTile {
+                        name,
+                        available: names.join(", "),
+                    }
+                }),
+            _ => Ok(tiles[0]),
+        }
+    }
+}
+
+/// Plain Rust that LLVM vectorises for whatever the target has (on arm64 without the tiles
+/// above: `sxtl` + `smlal`). The reference for every other tile.
+fn portable(rows: &[u8], w: &[i8], k: usize, tile: &mut [[i32; MB]; NR]) {
+    for (j, acc) in tile.iter_mut().enumerate() {
+        *acc = [0; MB];
+        let row = &rows[j * k..(j + 1) * k];
+        for (x4, w4) in row.chunks_exact(4).zip(w.chunks_exact(4 * MB)) {
+            for (t, &xv) in x4.iter().enumerate() {
+                let xv = xv as i32;
+                for (lane, a) in acc.iter_mut().enumerate() {
+                    *a += xv * w4[lane * 4 + t] as i32;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn lcg(seed: &mut u64) -> u32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (*seed >> 33) as u32
+    }
+
+    /// Runs `tile` on the codes `rows`, handing a signed tile the codes it expects and
+    /// undoing its offset, so every tile answers in the portable tile's terms.
+    fn run(tile: Tile, rows: &[u8], w: &[i8], k: usize) -> [[i32; MB]; NR] {
+        let mut out = [[0; MB]; NR];
+        if tile.signed {
+            let flipped: Vec<u8> = rows.iter().map(|b| b ^ 0x80).collect();
+            (tile.dot)(&flipped, w, k, &mut out);
+            for acc in &mut out {
+                for (lane, a) in acc.iter_mut().enumerate() {
+                    let wsum: i32 = (0..k)
+                        .map(|kk| w[(kk / 4 * MB + lane) * 4 + kk % 4] as i32)
+                        .sum();
+                    *a += 128 * wsum;
+                }
+            }
+        } else {
+            (tile.dot)(rows, w, k, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn every_tile_agrees_with_the_portable_one_exactly() {
+        let tiles = Tile::available();
+        eprintln!("tiles on {}: {tiles:?}", std::env::consts::ARCH);
+        // k = 4 (a 1x1 over 4 channels), 36 (3x3 over 4), 196 (the 7x7 stem: not a multiple
+        // of 16), 144, 288, 576, 1152 (3x3 over 16..128), plus the extremes.
+        for k in [4, 8, 12, 36, 144, 196, 288, 576, 1152] {
+            let mut s = k as u64;
+            let rows: Vec<u8> = (0..NR * k).map(|_| lcg(&mut s) as u8).collect();
+            let w: Vec<i8> = (0..MB * k).map(|_| lcg(&mut s) as u8 as i8).collect();
+            let want = run(Tile::PORTABLE, &rows, &w, k);
+            for &t in &tiles {
+                assert_eq!(run(t, &rows, &w, k), want, "tile {} at k {k}", t.name);
+            }
+            for (x, wv) in [
+                (255u8, -128i8),
+                (0, -128),
+                (255, 127),
+                (0, 127),
+                (128, -128),
+            ] {
+                let rows = vec![x; NR * k];
+                let w = vec![wv; MB * k];
+                let want = run(Tile::PORTABLE, &rows, &w, k);
+                assert_eq!(want[0][0], x as i32 * wv as i32 * k as i32);
+                for &t in &tiles {
+                    assert_eq!(
+                        run(t, &rows, &w, k),
+                        want,
+                        "tile {} at k {k}, {x}·{wv}",
+                        t.name
+                    );
+                }
+            }
+        }
+    }
+
+    /// `HYDRANET_EXPECT_TILES=sdot,smull` makes the run fail unless those tiles are the ones
+    /// this CPU runs: scripts/test.sh sets it for each emulated CPU, so a QEMU run that
+    /// silently fell back to another tile cannot pass as a test of the one it meant.
+    #[test]
+    fn the_tiles_this_run_expects_are_the_ones_that_run() {
+        let Ok(want) = std::env::var("HYDRANET_EXPECT_TILES") else {
+            return;
+        };
+        let have: Vec<&str> = Tile::available().iter().map(|t| t.name).collect();
+        for name in want.split(',').filter(|n| !n.is_empty()) {
+            assert!(
+                have.contains(&name),
+                "expected tile {name}, this CPU runs {have:?}"
+            );
+        }
+        assert_eq!(Tile::chosen().map(|t| t.name).ok(), have.first().copied());
+    }
+}
