@@ -162,3 +162,23 @@ fn predict_reports_bad_images_and_carries_on() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_forced_int8_tile_this_cpu_lacks_is_refused_by_name() {
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/utkface/hydranet-utkface-int8.onnx");
+    let out = Command::new(env!("CARGO_BIN_EXE_edge-runtime"))
+        .args(["bench", "--iters", "1", "--warmup", "0", "--model"])
+        .arg(&model)
+        .env("HYDRANET_INT8_TILE", "no-such-tile")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("HYDRANET_INT8_TILE=no-such-tile")
+            && stderr.contains("portable")
+            && stderr.contains("hydranet-utkface-int8.onnx"),
+        "{stderr}"
+    );
+}

@@ -79,6 +79,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let wall = t0.elapsed().as_secs_f64();
     lat.sort_by(|x, y| x.total_cmp(y));
     let size = std::fs::metadata(&a.model).map(|m| m.len()).unwrap_or(0);
+    let convolutions = match &net {
+        Net::HydraNet(e) => e.fused().convolutions,
+        Net::Detector(_) => 0,
+    };
     let line = json!({
         "runtime": "tract",
         "model": a.model.display().to_string(),
@@ -88,8 +92,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
         "kind": match net { Net::HydraNet(_) => "hydranet", Net::Detector(_) => "face detector" },
         "int8_kernel": format!("{:?}", a.int8.kernel()).to_lowercase(),
         // The inner loop those convolutions run (HYDRANET_INT8_TILE overrides the fastest).
-        "int8_tile": edge_runtime::qconv::Tile::chosen().map_or("unavailable", |t| t.name),
-        "int8_convolutions": match &net { Net::HydraNet(e) => e.fused().convolutions, Net::Detector(_) => 0 },
+        "int8_tile": (convolutions > 0).then(|| edge_runtime::qconv::Tile::chosen().map_or("unavailable", |t| t.name)),
+        "int8_convolutions": convolutions,
         "iters": lat.len(),
         "p50_ms": quantile(&lat, 0.5),
         "p90_ms": quantile(&lat, 0.9),

@@ -203,6 +203,8 @@ pub(crate) mod tests {
                 "expected tile {name}, this CPU runs {have:?}"
             );
         }
-        assert_eq!(Tile::chosen().map(|t| t.name).ok(), have.first().copied());
+        if std::env::var_os(TILE_ENV).is_none() {
+            assert_eq!(Tile::chosen().map(|t| t.name).ok(), have.first().copied());
+        }
     }
 }
