@@ -155,7 +155,10 @@ impl Detector {
             reason: format!("{e:#}"),
         };
         let size = spec.input_size as usize;
-        let plan = tract_onnx::onnx()
+        // The edge runtime's own max pools and depthwise convolutions (tract's were most
+        // of BlazeFace's time), as for a HydraNet file.
+        let (onnx, _) = crate::engine::prepare(&mut proto, Default::default());
+        let plan = onnx
             .model_for_proto_model(&proto)
             .map_err(tract_err)?
             .with_input_fact(

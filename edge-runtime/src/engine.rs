@@ -86,12 +86,14 @@ pub fn prepare(
         if options.int8_kernel == Int8Kernel::Edge {
             fused = crate::qconv::fuse_qdq(g);
             fused.max_pools = crate::maxpool::replace_max_pools(g);
+            fused.depthwise = crate::depthwise::replace_depthwise(g);
         }
         crate::dequant::fold_constant_dequantization(g);
     }
     let mut onnx = tract_onnx::onnx();
     crate::qconv::register(&mut onnx.op_register);
     crate::maxpool::register(&mut onnx.op_register);
+    crate::depthwise::register(&mut onnx.op_register);
     (onnx, fused)
 }
 

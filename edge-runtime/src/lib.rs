@@ -6,7 +6,8 @@
 //! - [`detect`]: the face detector (BlazeFace) that finds the faces the engine reads;
 //! - [`faces`]: detector + crop rule + cap: a frame's faces as one network batch;
 //! - [`qconv`]: the integer convolution that the engine fuses QDQ chains into;
-//! - [`maxpool`]: max pooling on the edge runtime's own loop (tract's was slow);
+//! - [`maxpool`], [`depthwise`]: max pooling and depthwise convolution on the edge
+//!   runtime's own loops (tract's were slow);
 //! - `dequant` (private): constant `DequantizeLinear`s folded into float weights at load;
 //! - [`source`]: frame sources (V4L2 cameras, image folders and sequences, a test pattern);
 //! - [`pipeline`]: capture thread → per-frame inference (guide box, or faces and their
@@ -15,6 +16,7 @@
 //! - [`systemd`]: READY and watchdog notifications;
 //! - [`stats`]: the latency statistics `bench` prints;
 //! - [`error`]: the error type.
+pub mod depthwise;
 mod dequant;
 pub mod detect;
 pub mod engine;

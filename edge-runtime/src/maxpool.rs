@@ -19,15 +19,16 @@ pub fn register(reg: &mut OnnxOpRegister) {
     reg.insert(OP_TYPE, parse);
 }
 
-/// Kernel, strides and pads (top, left, bottom, right), as ONNX gives them.
+/// A 2-D window: kernel, strides and pads (top, left, bottom, right), as ONNX gives them.
+/// Also the geometry of [`crate::depthwise`]'s convolutions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Pool {
+pub struct Window {
     pub kernel: [usize; 2],
     pub strides: [usize; 2],
     pub pads: [usize; 4],
 }
 
-impl Pool {
+impl Window {
     pub fn output_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
         let ph = h + self.pads[0] + self.pads[2];
         let pw = w + self.pads[1] + self.pads[3];
@@ -106,7 +107,7 @@ fn ints<'a>(node: &'a NodeProto, name: &str) -> Option<&'a [i64]> {
 }
 
 /// The pool of a `MaxPool` node this op runs, or `None`.
-fn pool_of(node: &NodeProto) -> Option<Pool> {
+fn pool_of(node: &NodeProto) -> Option<Window> {
     if node.output.iter().skip(1).any(|o| !o.is_empty()) {
         return None; // The `Indices` output is read.
     }
@@ -128,7 +129,7 @@ fn pool_of(node: &NodeProto) -> Option<Pool> {
     let strides = us(ints(node, "strides").unwrap_or(&[1, 1]))?;
     let pads = us(ints(node, "pads").unwrap_or(&[0, 0, 0, 0]))?;
     match (kernel.as_slice(), strides.as_slice(), pads.as_slice()) {
-        (&[kh, kw], &[sh, sw], &[t, l, b, r]) => Some(Pool {
+        (&[kh, kw], &[sh, sw], &[t, l, b, r]) => Some(Window {
             kernel: [kh, kw],
             strides: [sh, sw],
             pads: [t, l, b, r],
@@ -160,7 +161,7 @@ fn parse(
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct PoolOp(Pool);
+struct PoolOp(Window);
 
 impl Expansion for PoolOp {
     fn name(&self) -> StaticName {
@@ -266,7 +267,7 @@ mod tests {
     use super::*;
 
     /// The definition, tap by tap.
-    fn reference(p: &Pool, x: &[f32], h: usize, w: usize) -> Vec<f32> {
+    fn reference(p: &Window, x: &[f32], h: usize, w: usize) -> Vec<f32> {
         let (oh, ow) = p.output_hw(h, w).unwrap();
         let mut out = vec![f32::NEG_INFINITY; oh * ow];
         for oy in 0..oh {
@@ -296,7 +297,7 @@ mod tests {
             ([2, 3], [1, 2], [0, 1, 1, 0], 5, 6),
         ];
         for (kernel, strides, pads, h, w) in cases {
-            let p = Pool {
+            let p = Window {
                 kernel,
                 strides,
                 pads,
@@ -348,7 +349,7 @@ mod tests {
 
     #[test]
     fn refuses_sizes_that_disagree() {
-        let p = Pool {
+        let p = Window {
             kernel: [2, 2],
             strides: [2, 2],
             pads: [0; 4],

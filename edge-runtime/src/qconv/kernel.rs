@@ -205,7 +205,8 @@ impl QConv {
 
     /// Convolves `n` NCHW images of `h`×`w` (`x.len() == n·c·h·w`) into `out`
     /// (`n·m·oh·ow`). Returns false (and writes nothing) if the sizes disagree. Uses the
-    /// threads of tract's current executor (`--threads`).
+    /// threads of tract's current executor (`--threads`) for layers large enough to pay
+    /// for them ([`Tile::par_min_macs`]).
     pub fn run(&self, x: &[f32], n: usize, h: usize, w: usize, out: &mut [f32]) -> bool {
         let g = &self.geo;
         let Some((oh, ow)) = g.output_hw(h, w) else {
@@ -214,8 +215,13 @@ impl QConv {
         if x.len() != n * g.c * h * w || out.len() != n * g.m * oh * ow {
             return false;
         }
+        let macs = g.m * oh * ow * g.k();
         let pool = match tract_linalg::multithread::current_tract_executor() {
-            tract_linalg::multithread::Executor::MultiThread(pool) => Some(pool),
+            tract_linalg::multithread::Executor::MultiThread(pool)
+                if macs >= self.tile.par_min_macs =>
+            {
+                Some(pool)
+            }
             _ => None,
         };
         SCRATCH.with(|s| {
@@ -305,7 +311,17 @@ impl QConv {
                     if !head.is_empty() {
                         head.fill(zero);
                     }
-                    body.copy_from_slice(&nhwc[src..src + len]);
+                    let from = &nhwc[src..src + len];
+                    if len <= 64 {
+                        // Few channels (the stem: 7 taps of 4 bytes): 4-byte moves the
+                        // compiler inlines, where `copy_from_slice` of a run-time length
+                        // is a memcpy call per tap row of every pixel.
+                        for (d, s) in body.chunks_exact_mut(4).zip(from.chunks_exact(4)) {
+                            d.copy_from_slice(s);
+                        }
+                    } else {
+                        body.copy_from_slice(from);
+                    }
                     if !tail.is_empty() {
                         tail.fill(zero);
                     }
@@ -582,7 +598,12 @@ mod tests {
             conv.set_tile(tile);
             let mut out = vec![f32::NAN; n * geo.m * oh * ow];
             assert!(conv.run(&x, n, h, w, &mut out));
-            // Two threads split the same work: the same bits.
+            // Two threads split the same work (here on layers of any size): the same bits.
+            let mut conv = conv.clone();
+            conv.set_tile(Tile {
+                par_min_macs: 0,
+                ..tile
+            });
             let mut par = vec![f32::NAN; out.len()];
             multithread_tract_scope(Executor::multithread(2), || {
                 assert!(conv.run(&x, n, h, w, &mut par))

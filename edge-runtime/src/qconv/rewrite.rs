@@ -193,6 +193,8 @@ pub struct Fused {
     pub pairs: usize,
     /// `MaxPool`s on the edge runtime's own loop ([`crate::maxpool`]).
     pub max_pools: usize,
+    /// Depthwise convolutions on the edge runtime's own loop ([`crate::depthwise`]).
+    pub depthwise: usize,
 }
 
 /// Replaces every QDQ convolution of `graph` by the fused op, every remaining
@@ -263,6 +265,7 @@ pub fn fuse_qdq(graph: &mut GraphProto) -> Fused {
         convolutions,
         pairs: pairs.len(),
         max_pools: 0,
+        depthwise: 0,
     };
     for (i, node) in pairs {
         graph.node[i] = node;
@@ -387,7 +390,8 @@ mod tests {
             Fused {
                 convolutions: 1,
                 pairs: 0,
-                max_pools: 0
+                max_pools: 0,
+                depthwise: 0
             }
         );
         assert_eq!(ops(&g), [OP_TYPE]);
@@ -412,7 +416,8 @@ mod tests {
             Fused {
                 convolutions: 1,
                 pairs: 1,
-                max_pools: 0
+                max_pools: 0,
+                depthwise: 0
             }
         );
         assert_eq!(ops(&g), [FAKE_QUANT, OP_TYPE, "Add"]);

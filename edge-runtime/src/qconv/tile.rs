@@ -26,6 +26,13 @@ pub struct Tile {
     /// Rows hold `q - 128` as i8 bytes instead of the u8 codes.
     pub signed: bool,
     pub dot: DotTile,
+    /// Multiply-adds per image below which a layer runs on one thread: splitting it costs
+    /// a wake-up of tract's pool (tens of microseconds on the 2-core host here, where
+    /// `edge-runtime kernels` saw the VNNI tile's small layers run 2-3x slower on two
+    /// threads), so only layers of ~50 µs or more on this tile are split. From each
+    /// tile's speed: VNNI ~150 MACs/ns (measured), `sdot` 32 MACs/cycle and `smull` 7
+    /// (llvm-mca, docs/measurements.md) at 1.5-2.4 GHz, the portable loop ~1-3 per ns.
+    pub par_min_macs: usize,
 }
 
 impl std::fmt::Debug for Tile {
@@ -50,6 +57,7 @@ impl Tile {
         name: "portable",
         signed: false,
         dot: portable,
+        par_min_macs: 1 << 18,
     };
 
     /// Every tile this CPU can run, fastest first; the portable loop is always last.
@@ -61,6 +69,7 @@ impl Tile {
                 name: "vnni",
                 signed: false,
                 dot: super::vnni::dot_tile,
+                par_min_macs: 8 << 20,
             });
         }
         #[cfg(target_arch = "aarch64")]
@@ -70,12 +79,14 @@ impl Tile {
                     name: "sdot",
                     signed: true,
                     dot: super::arm64::sdot_tile,
+                    par_min_macs: 4 << 20,
                 });
             }
             tiles.push(Tile {
                 name: "smull",
                 signed: true,
                 dot: super::arm64::smull_tile,
+                par_min_macs: 1 << 20,
             });
         }
         tiles.push(Tile::PORTABLE);
