@@ -29,6 +29,7 @@ pub fn register(reg: &mut OnnxOpRegister) {
 /// `out[c] = bias[c] + Σ_{ky,kx} w[c][ky][kx] · x[c][oy·sh + ky - pt][ox·sw + kx - pl]`
 /// over `planes = n · c` planes (`weights` is `[c][kh][kw]`, `bias` `[c]`). Returns false
 /// if the sizes disagree.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     win: &Window,
     x: &[f32],
@@ -45,7 +46,7 @@ pub fn run(
     let [kh, kw] = win.kernel;
     let taps = kh * kw;
     if channels == 0
-        || x.len() % (channels * h * w) != 0
+        || !x.len().is_multiple_of(channels * h * w)
         || out.len() != x.len() / (h * w) * oh * ow
         || weights.len() != channels * taps
         || bias.is_some_and(|b| b.len() != channels)
