@@ -46,7 +46,7 @@ impl Window {
 
     /// Pools `planes` planes of `h`×`w` (`x.len() == planes·h·w`) into `out`. Returns
     /// false if the sizes disagree.
-    pub fn run(&self, x: &[f32], planes: usize, h: usize, w: usize, out: &mut [f32]) -> bool {
+    pub fn run<T: Lane>(&self, x: &[T], planes: usize, h: usize, w: usize, out: &mut [T]) -> bool {
         let Some((oh, ow)) = self.output_hw(h, w) else {
             return false;
         };
@@ -71,11 +71,11 @@ impl Window {
     }
 
     /// Any kernel, stride and padding: taps outside the image are skipped (-inf).
-    fn general(&self, x: &[f32], h: usize, w: usize, ow: usize, out: &mut [f32]) {
+    fn general<T: Lane>(&self, x: &[T], h: usize, w: usize, ow: usize, out: &mut [T]) {
         let [kh, kw] = self.kernel;
         let [sh, sw] = self.strides;
         for (oy, o) in out.chunks_exact_mut(ow).enumerate() {
-            o.fill(f32::NEG_INFINITY);
+            o.fill(T::LOWEST);
             for ky in 0..kh {
                 let Some(iy) = (oy * sh + ky)
                     .checked_sub(self.pads[0])
@@ -176,8 +176,8 @@ impl Expansion for PoolOp {
     ) -> InferenceResult {
         check_input_arity(inputs, 1)?;
         check_output_arity(outputs, 1)?;
-        s.equals(&inputs[0].datum_type, f32::datum_type())?;
-        s.equals(&outputs[0].datum_type, f32::datum_type())?;
+        // Float activations, or the uint8/int8 codes of a `QLinearConv` file.
+        s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
         s.equals(&inputs[0].rank, 4)?;
         s.equals(&outputs[0].rank, 4)?;
         s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
@@ -229,14 +229,28 @@ impl EvalOp for PoolOp {
             .with_context(|| format!("{OP_TYPE}: {:?} does not fit {h}x{w}", self.0))?;
         // SAFETY: `run` writes every output element or returns false, and then the tensor
         // is dropped unread.
-        let mut out = unsafe { Tensor::uninitialized::<f32>(&[n, c, oh, ow])? };
-        let ok = self.0.run(
-            x.try_as_plain_ram()?.as_slice::<f32>()?,
-            n * c,
-            h,
-            w,
-            out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
-        );
+        let mut out = unsafe { Tensor::uninitialized_dt(x.datum_type(), &[n, c, oh, ow])? };
+        fn pool<T: Lane + Datum>(
+            p: &Window,
+            x: &Tensor,
+            planes: usize,
+            out: &mut Tensor,
+        ) -> TractResult<bool> {
+            let (h, w) = (x.shape()[2], x.shape()[3]);
+            Ok(p.run(
+                x.try_as_plain_ram()?.as_slice::<T>()?,
+                planes,
+                h,
+                w,
+                out.try_as_plain_ram_mut()?.as_slice_mut::<T>()?,
+            ))
+        }
+        let ok = match x.datum_type().unquantized() {
+            DatumType::F32 => pool::<f32>(&self.0, x, n * c, &mut out)?,
+            DatumType::U8 => pool::<u8>(&self.0, x, n * c, &mut out)?,
+            DatumType::I8 => pool::<i8>(&self.0, x, n * c, &mut out)?,
+            dt => bail!("{OP_TYPE}: {dt:?} input"),
+        };
         ensure!(ok, "{OP_TYPE}: size mismatch for input {:?}", x.shape());
         Ok(tvec!(out.into_tvalue()))
     }
@@ -251,7 +265,7 @@ impl TypedOp for PoolOp {
             .0
             .output_hw(h, w)
             .with_context(|| format!("{OP_TYPE}: {:?} does not fit {h}x{w}", self.0))?;
-        Ok(tvec!(f32::fact([
+        Ok(tvec!(inputs[0].datum_type.fact([
             s[0].clone(),
             s[1].clone(),
             oh.into(),
@@ -260,6 +274,34 @@ impl TypedOp for PoolOp {
     }
 
     as_op!();
+}
+
+/// What a pool compares: floats, and the codes of an integer file.
+pub trait Lane: Copy {
+    /// The identity of `max` (what a window wholly outside the image would hold).
+    const LOWEST: Self;
+    fn max(self, other: Self) -> Self;
+}
+
+impl Lane for f32 {
+    const LOWEST: f32 = f32::NEG_INFINITY;
+    fn max(self, other: f32) -> f32 {
+        f32::max(self, other)
+    }
+}
+
+impl Lane for u8 {
+    const LOWEST: u8 = 0;
+    fn max(self, other: u8) -> u8 {
+        Ord::max(self, other)
+    }
+}
+
+impl Lane for i8 {
+    const LOWEST: i8 = i8::MIN;
+    fn max(self, other: i8) -> i8 {
+        Ord::max(self, other)
+    }
 }
 
 #[cfg(test)]
@@ -314,6 +356,31 @@ mod tests {
                 .collect();
             assert_eq!(out, want, "{p:?} on {h}x{w}");
         }
+    }
+
+    #[test]
+    fn pools_integer_codes_too() {
+        // A `QLinearConv` file pools uint8 codes (and could pool int8 ones).
+        let p = Window {
+            kernel: [3, 3],
+            strides: [2, 2],
+            pads: [1; 4],
+        };
+        let x: Vec<u8> = (0..5 * 6).map(|i| (i * 53 % 256) as u8).collect();
+        let f: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let (oh, ow) = p.output_hw(5, 6).unwrap();
+        let (mut q, mut r) = (vec![0u8; oh * ow], vec![0f32; oh * ow]);
+        assert!(p.run(&x, 1, 5, 6, &mut q) && p.run(&f, 1, 5, 6, &mut r));
+        assert_eq!(q.iter().map(|&v| v as f32).collect::<Vec<_>>(), r);
+        let s: Vec<i8> = x.iter().map(|&v| (v as i16 - 128) as i8).collect();
+        let mut o = vec![0i8; oh * ow];
+        assert!(p.run(&s, 1, 5, 6, &mut o));
+        assert_eq!(
+            o.iter()
+                .map(|&v| (v as i16 + 128) as u8)
+                .collect::<Vec<_>>(),
+            q
+        );
     }
 
     #[test]
