@@ -18,6 +18,7 @@ use tract_onnx::{
 };
 
 use crate::maxpool::Window;
+use crate::nchw_op;
 
 /// The op type the rewrite gives the convolutions it takes; never in a file.
 pub const OP_TYPE: &str = "HydraNetDepthwise";
@@ -271,19 +272,8 @@ impl Expansion for Expand {
         check_output_arity(outputs, 1)?;
         s.equals(&inputs[0].datum_type, f32::datum_type())?;
         s.equals(&outputs[0].datum_type, f32::datum_type())?;
-        s.equals(&inputs[0].rank, 4)?;
-        s.equals(&outputs[0].rank, 4)?;
-        s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
-        s.equals(&outputs[0].shape[1], &inputs[0].shape[1])?;
-        s.given_2(&inputs[0].shape[2], &inputs[0].shape[3], move |s, h, w| {
-            let (h, w) = (h.to_usize()?, w.to_usize()?);
-            let (oh, ow) = self
-                .0
-                .output_hw(h, w)
-                .with_context(|| format!("{OP_TYPE}: {:?} does not fit {h}x{w}", self.0))?;
-            s.equals(&outputs[0].shape[2], TDim::from(oh))?;
-            s.equals(&outputs[0].shape[3], TDim::from(ow))
-        })
+        let (x, y) = (&inputs[0], &outputs[0]);
+        nchw_op::window_rules(s, x, y, &x.shape[1], move |h, w| self.0.fit(OP_TYPE, h, w))
     }
 
     fn wire(
@@ -292,13 +282,7 @@ impl Expansion for Expand {
         model: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        let konst = |i: usize, what: &str| -> TractResult<Arc<Tensor>> {
-            model
-                .outlet_fact(inputs[i])?
-                .konst
-                .clone()
-                .with_context(|| format!("{prefix}: {OP_TYPE} needs a constant {what}"))
-        };
+        let konst = |i: usize, what: &str| nchw_op::konst(model, inputs, i, prefix, OP_TYPE, what);
         let c = model.outlet_fact(inputs[0])?.shape[1].to_usize()?;
         let weights = konst(1, "weight")?.cast_to::<f32>()?.into_owned();
         let [kh, kw] = self.0.kernel;
@@ -363,18 +347,13 @@ impl EvalOp for DepthwiseOp {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = &inputs[0];
-        let &[n, c, h, w] = x.shape() else {
-            bail!("{OP_TYPE}: input shape {:?} is not NCHW", x.shape());
-        };
+        let [n, c, h, w] = nchw_op::nchw(OP_TYPE, x)?;
         ensure!(
             c == self.channels,
             "{OP_TYPE}: {c} channels, weights for {}",
             self.channels
         );
-        let (oh, ow) = self
-            .win
-            .output_hw(h, w)
-            .with_context(|| format!("{OP_TYPE}: {:?} does not fit {h}x{w}", self.win))?;
+        let (oh, ow) = self.win.fit(OP_TYPE, h, w)?;
         // SAFETY: `run` writes every output element (each row is filled with the bias
         // first) or returns false, and then the tensor is dropped unread.
         let mut out = unsafe { Tensor::uninitialized::<f32>(&[n, c, oh, ow])? };
@@ -395,19 +374,10 @@ impl EvalOp for DepthwiseOp {
 
 impl TypedOp for DepthwiseOp {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let s = &inputs[0].shape;
-        ensure!(s.rank() == 4, "{OP_TYPE}: input rank {} is not 4", s.rank());
-        let (h, w) = (s[2].to_usize()?, s[3].to_usize()?);
-        let (oh, ow) = self
-            .win
-            .output_hw(h, w)
-            .with_context(|| format!("{OP_TYPE}: {:?} does not fit {h}x{w}", self.win))?;
-        Ok(tvec!(f32::fact([
-            s[0].clone(),
-            s[1].clone(),
-            oh.into(),
-            ow.into()
-        ])))
+        let fact = nchw_op::window_fact(OP_TYPE, inputs[0], f32::datum_type(), None, |h, w| {
+            self.win.fit(OP_TYPE, h, w)
+        })?;
+        Ok(tvec!(fact))
     }
 
     as_op!();

@@ -25,6 +25,7 @@ pub mod faces;
 #[cfg(feature = "kiosk")]
 pub mod kiosk;
 pub mod maxpool;
+mod nchw_op;
 pub mod pipeline;
 pub mod qconv;
 pub mod source;

@@ -12,6 +12,8 @@ use tract_onnx::{
     tract_hir::internal::*,
 };
 
+use crate::nchw_op;
+
 /// The op type the rewrite gives pools it takes; never in a file.
 pub const OP_TYPE: &str = "HydraNetMaxPool";
 
@@ -42,6 +44,12 @@ impl Window {
             return None;
         }
         Some(((ph - kh) / sh + 1, (pw - kw) / sw + 1))
+    }
+
+    /// [`Window::output_hw`], or the error `op` reports when the window does not fit.
+    pub fn fit(&self, op: &str, h: usize, w: usize) -> TractResult<(usize, usize)> {
+        self.output_hw(h, w)
+            .with_context(|| format!("{op}: {self:?} does not fit {h}x{w}"))
     }
 
     /// Pools `planes` planes of `h`×`w` (`x.len() == planes·h·w`) into `out`. Returns
@@ -178,19 +186,8 @@ impl Expansion for PoolOp {
         check_output_arity(outputs, 1)?;
         // Float activations, or the uint8/int8 codes of a `QLinearConv` file.
         s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
-        s.equals(&inputs[0].rank, 4)?;
-        s.equals(&outputs[0].rank, 4)?;
-        s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
-        s.equals(&outputs[0].shape[1], &inputs[0].shape[1])?;
-        s.given_2(&inputs[0].shape[2], &inputs[0].shape[3], move |s, h, w| {
-            let (h, w) = (h.to_usize()?, w.to_usize()?);
-            let (oh, ow) = self
-                .0
-                .output_hw(h, w)
-                .with_context(|| format!("{OP_TYPE}: {:?} does not fit {h}x{w}", self.0))?;
-            s.equals(&outputs[0].shape[2], TDim::from(oh))?;
-            s.equals(&outputs[0].shape[3], TDim::from(ow))
-        })
+        let (x, y) = (&inputs[0], &outputs[0]);
+        nchw_op::window_rules(s, x, y, &x.shape[1], move |h, w| self.0.fit(OP_TYPE, h, w))
     }
 
     fn wire(
@@ -220,13 +217,8 @@ impl EvalOp for PoolOp {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = &inputs[0];
-        let &[n, c, h, w] = x.shape() else {
-            bail!("{OP_TYPE}: input shape {:?} is not NCHW", x.shape());
-        };
-        let (oh, ow) = self
-            .0
-            .output_hw(h, w)
-            .with_context(|| format!("{OP_TYPE}: {:?} does not fit {h}x{w}", self.0))?;
+        let [n, c, h, w] = nchw_op::nchw(OP_TYPE, x)?;
+        let (oh, ow) = self.0.fit(OP_TYPE, h, w)?;
         // SAFETY: `run` writes every output element or returns false, and then the tensor
         // is dropped unread.
         let mut out = unsafe { Tensor::uninitialized_dt(x.datum_type(), &[n, c, oh, ow])? };
@@ -258,19 +250,11 @@ impl EvalOp for PoolOp {
 
 impl TypedOp for PoolOp {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let s = &inputs[0].shape;
-        ensure!(s.rank() == 4, "{OP_TYPE}: input rank {} is not 4", s.rank());
-        let (h, w) = (s[2].to_usize()?, s[3].to_usize()?);
-        let (oh, ow) = self
-            .0
-            .output_hw(h, w)
-            .with_context(|| format!("{OP_TYPE}: {:?} does not fit {h}x{w}", self.0))?;
-        Ok(tvec!(inputs[0].datum_type.fact([
-            s[0].clone(),
-            s[1].clone(),
-            oh.into(),
-            ow.into()
-        ])))
+        let x = inputs[0];
+        let fact = nchw_op::window_fact(OP_TYPE, x, x.datum_type, None, |h, w| {
+            self.0.fit(OP_TYPE, h, w)
+        })?;
+        Ok(tvec!(fact))
     }
 
     as_op!();

@@ -9,6 +9,12 @@ use tract_onnx::{
 };
 
 use super::kernel::{fake_quantize, Geometry, QConv};
+use crate::nchw_op;
+
+/// The output size, or the error when the kernel does not fit the input.
+fn fit(hw: Option<(usize, usize)>, h: usize, w: usize) -> TractResult<(usize, usize)> {
+    hw.with_context(|| format!("{OP_TYPE}: kernel larger than {h}x{w}"))
+}
 
 /// The op type the rewrite gives fused nodes. Not an ONNX op: it lives only between the
 /// rewrite and tract's parser, never in a file.
@@ -92,18 +98,10 @@ impl Expansion for Expand {
         check_output_arity(outputs, 1)?;
         s.equals(&inputs[0].datum_type, f32::datum_type())?;
         s.equals(&outputs[0].datum_type, f32::datum_type())?;
-        s.equals(&inputs[0].rank, 4)?;
         s.equals(&inputs[3].rank, 4)?;
-        s.equals(&outputs[0].rank, 4)?;
-        s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
-        s.equals(&outputs[0].shape[1], &inputs[3].shape[0])?;
-        s.given_2(&inputs[0].shape[2], &inputs[0].shape[3], move |s, h, w| {
-            let (h, w) = (h.to_usize()?, w.to_usize()?);
-            let (oh, ow) = self
-                .output_hw(h, w)
-                .with_context(|| format!("{OP_TYPE}: kernel larger than {h}x{w}"))?;
-            s.equals(&outputs[0].shape[2], TDim::from(oh))?;
-            s.equals(&outputs[0].shape[3], TDim::from(ow))
+        let (x, y) = (&inputs[0], &outputs[0]);
+        nchw_op::window_rules(s, x, y, &inputs[3].shape[0], move |h, w| {
+            fit(self.output_hw(h, w), h, w)
         })
     }
 
@@ -113,13 +111,7 @@ impl Expansion for Expand {
         model: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        let konst = |i: usize, what: &str| -> TractResult<Arc<Tensor>> {
-            model
-                .outlet_fact(inputs[i])?
-                .konst
-                .clone()
-                .with_context(|| format!("{prefix}: {OP_TYPE} needs a constant {what}"))
-        };
+        let konst = |i: usize, what: &str| nchw_op::konst(model, inputs, i, prefix, OP_TYPE, what);
         let x_scale = konst(1, "input scale")?;
         let x_zero = konst(2, "input zero point")?;
         let w = konst(3, "weight")?;
@@ -226,18 +218,14 @@ impl EvalOp for QConvOp {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = &inputs[0];
-        let &[n, c, h, w] = x.shape() else {
-            bail!("{OP_TYPE}: input shape {:?} is not NCHW", x.shape());
-        };
+        let [n, c, h, w] = nchw_op::nchw(OP_TYPE, x)?;
         let g = self.0.geometry();
         ensure!(
             c == g.c,
             "{OP_TYPE}: input has {c} channels, weights {}",
             g.c
         );
-        let (oh, ow) = g
-            .output_hw(h, w)
-            .with_context(|| format!("{OP_TYPE}: kernel larger than {h}x{w}"))?;
+        let (oh, ow) = fit(g.output_hw(h, w), h, w)?;
         // SAFETY: `run` writes every output element (every channel of every pixel) or
         // returns false, and then the tensor is dropped unread.
         let mut out = unsafe { Tensor::uninitialized::<f32>(&[n, g.m, oh, ow])? };
@@ -255,19 +243,12 @@ impl EvalOp for QConvOp {
 
 impl TypedOp for QConvOp {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let s = &inputs[0].shape;
-        ensure!(s.rank() == 4, "{OP_TYPE}: input rank {} is not 4", s.rank());
         let g = self.0.geometry();
-        let (h, w) = (s[2].to_usize()?, s[3].to_usize()?);
-        let (oh, ow) = g
-            .output_hw(h, w)
-            .with_context(|| format!("{OP_TYPE}: kernel larger than {h}x{w}"))?;
-        Ok(tvec!(f32::fact([
-            s[0].clone(),
-            g.m.into(),
-            oh.into(),
-            ow.into()
-        ])))
+        let fact =
+            nchw_op::window_fact(OP_TYPE, inputs[0], f32::datum_type(), Some(g.m), |h, w| {
+                fit(g.output_hw(h, w), h, w)
+            })?;
+        Ok(tvec!(fact))
     }
 
     as_op!();
