@@ -291,8 +291,11 @@ fn the_detector_fixture_is_onnxruntime_s_answer() {
             assert_eq!(sa.len(), sb.len());
             for (x, y) in sa.iter().zip(sb) {
                 let d = (x.as_f64().unwrap() - y.as_f64().unwrap()).abs();
+                // 1e-3: onnxruntime's own kernels differ by CPU (1.2e-4 between the AMD EPYC
+                // the fixture was made on and an Intel Xeon), while a stale fixture (another
+                // model or preprocessing) is off by far more.
                 assert!(
-                    d < 1e-4,
+                    d < 1e-3,
                     "{name} {}: the fixture is stale ({d})",
                     a["scene"]
                 );

@@ -131,6 +131,7 @@ fn check(form: QuantForm) {
     let candle = load_onnx(&model, &Device::Cpu).unwrap();
     assert!(!candle.grids.is_empty());
     let steps = steps(&model, &fx, &contract);
+    let bound = onnxruntime_bound();
     let (mut worst_steps, mut agree, mut candle_agree) = (0f32, 0usize, 0usize);
     let mut worst_own = 0f32;
     for (i, x) in xs.iter().enumerate() {
@@ -147,16 +148,23 @@ fn check(form: QuantForm) {
                 let d = (tract[h][o] - judge[h][o]).abs() / step;
                 worst_steps = worst_steps.max(d);
                 assert!(
-                    d <= 1.0,
+                    d <= bound,
                     "image {i} head {} output {o}: tract {} vs onnxruntime {} is {d:.2} steps of {step}",
                     head.name,
                     tract[h][o],
                     judge[h][o]
                 );
+                // The two integer paths in tract agree within a step on every CPU.
+                let d = (tract[h][o] - own[h][o]).abs() / step;
+                assert!(
+                    d <= 1.0,
+                    "image {i} head {}: edge kernel vs tract's own int8 {d:.2} steps",
+                    head.name
+                );
                 let d = (own[h][o] - judge[h][o]).abs() / step;
                 worst_own = worst_own.max(d);
                 assert!(
-                    d <= 1.0,
+                    d <= bound,
                     "tract's own int8, image {i} head {}: {d:.2} steps",
                     head.name
                 );
@@ -173,12 +181,37 @@ fn check(form: QuantForm) {
         100.0 * pa,
         100.0 * pc
     );
-    assert!(pa >= 0.99, "labels agree on only {:.1} %", 100.0 * pa);
+    if bound.is_finite() {
+        assert!(pa >= 0.99, "labels agree on only {:.1} %", 100.0 * pa);
+    } else {
+        eprintln!("onnxruntime's u8s8 path is not exact on this CPU (no VNNI): not judged");
+    }
     assert!(
         pc >= 0.99,
         "Candle simulation agrees on only {:.1} %",
         100.0 * pc
     );
+}
+
+/// How many quantisation steps onnxruntime may be from tract. Its x86 u8s8 convolution
+/// accumulates exactly with VNNI (AVX512-VNNI, AVX-VNNI, AMX); without (AVX2 only, as on
+/// one of this project's AMD EPYC machines) it multiplies with VPMADDUBSW, whose int16 pair
+/// sums saturate (onnxruntime's quantization docs). Measured there: both tract paths 3.7
+/// steps from onnxruntime on one output and 94.6 % identical labels, while tract and
+/// Candle's simulation agreed on 100 % of the labels. So onnxruntime judges only where it
+/// is exact; everywhere, the two tract paths (exact integer arithmetic) are held to 1 step
+/// of each other, and to Candle's simulation through the labels.
+fn onnxruntime_bound() -> f32 {
+    let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let exact = !cfg!(target_arch = "x86_64")
+        || ["avx512_vnni", "avx_vnni", "amx_int8"]
+            .iter()
+            .any(|f| flags.split_whitespace().any(|w| w == *f));
+    if exact {
+        1.0
+    } else {
+        f32::INFINITY
+    }
 }
 
 #[test]
