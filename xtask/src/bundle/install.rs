@@ -22,6 +22,18 @@ pub fn render_install_sh(m: &Manifest) -> String {
                 .as_ref()
                 .map_or("", |d| d.licence.sha256.as_str()),
         )
+        .replace(
+            "@LISTEN@",
+            m.kiosk.as_ref().map_or("", |k| k.listen.as_str()),
+        )
+        .replace(
+            "@TOKEN_ENV@",
+            if m.kiosk.as_ref().is_some_and(|k| k.token_env) {
+                "1"
+            } else {
+                "0"
+            },
+        )
         .replace("@AUTOSTART_DIR@", kiosk::AUTOSTART_DIR)
         .replace("@KIOSK_DESKTOP@", kiosk::DESKTOP_NAME)
         .replace("@KIOSK_UNIT@", kiosk::UNIT_NAME)

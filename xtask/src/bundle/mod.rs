@@ -5,6 +5,7 @@
 //! - this file: the release layout and [`create`], which gathers and checks the parts;
 //! - `manifest`: manifest.json and release versions;
 //! - `unit`: the systemd unit; `install`: install.sh;
+//! - `mender`: the Mender update module every release carries, and `.mender` artifacts;
 //! - `archive`: writing the tarball and reading one back ([`Bundle`]).
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use crate::util::rfc3339_utc;
 mod archive;
 mod install;
 mod manifest;
+pub mod mender;
 mod unit;
 
 pub use archive::Bundle;
@@ -40,8 +42,11 @@ pub const MODEL: &str = "model/model.onnx";
 pub const DETECTOR: &str = "model/face_detector.onnx";
 pub const DETECTOR_LICENCE: &str = "model/face_detector.LICENSE";
 pub const INSTALL_SH: &str = "install.sh";
+/// The Mender update module (`mender.rs`), in every release: install.sh puts it where the
+/// board's Mender client looks for it, so that the next release can come over the air.
+pub const UPDATE_MODULE: &str = "mender/hydranet-release";
 pub const MANIFEST: &str = "manifest.json";
-const BASE_DIRS: [&str; 3] = ["bin", "model", "systemd"];
+const BASE_DIRS: [&str; 4] = ["bin", "model", "systemd", "mender"];
 
 const EM_AARCH64: u16 = 183;
 
@@ -63,6 +68,7 @@ pub fn release_files(
         (unit_file(service), 0o644),
         (INSTALL_SH.into(), 0o755),
         (MANIFEST.into(), 0o644),
+        (UPDATE_MODULE.into(), 0o755),
     ];
     if detector {
         files.push((DETECTOR.into(), 0o644));
@@ -182,6 +188,10 @@ pub fn create(spec: &BundleSpec<'_>) -> Result<Created> {
         (unit_file(service), unit.into_bytes()),
         (INSTALL_SH.to_owned(), install_sh.into_bytes()),
         (MANIFEST.to_owned(), manifest_json),
+        (
+            UPDATE_MODULE.to_owned(),
+            mender::UPDATE_MODULE_SH.as_bytes().to_vec(),
+        ),
     ]
     .into();
     if let Some((d, l)) = detector {

@@ -10,7 +10,10 @@ use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::board::Board;
-use crate::bundle::{check_version, release_dirs, release_files, Bundle, Manifest, MANIFEST};
+use crate::bundle::mender::{MODULES_DIR, MODULE_TYPE};
+use crate::bundle::{
+    check_version, release_dirs, release_files, Bundle, Manifest, MANIFEST, UPDATE_MODULE,
+};
 use crate::error::{io_err, Error, Result};
 use crate::kiosk;
 
@@ -27,8 +30,12 @@ pub struct Layout {
     pub wants: PathBuf,
     pub autostart: PathBuf,
     pub kiosk_wants: PathBuf,
+    /// Where the board's Mender client looks for update modules.
+    pub modules: PathBuf,
     pub service: String,
 }
+
+const MODULE_TMP: &str = ".hydranet-release.new";
 
 impl Layout {
     pub fn new(root: &Path, prefix: &str, service: &str) -> Layout {
@@ -42,6 +49,7 @@ impl Layout {
             wants,
             autostart: root.join(kiosk::AUTOSTART_DIR),
             kiosk_wants,
+            modules: root.join(MODULES_DIR),
             service: service.into(),
         }
     }
@@ -156,6 +164,7 @@ pub fn install_rootfs(bundle: &Bundle, rootfs: &Path) -> Result<Installed> {
 
     stage_unit(&l, &dest)?;
     stage_kiosk(&l, &dest)?;
+    stage_module(&l, &dest)?;
     let is_current = cur.as_deref() == Some(name.as_str());
     if !is_current {
         if let Some(c) = &cur {
@@ -165,6 +174,7 @@ pub fn install_rootfs(bundle: &Bundle, rootfs: &Path) -> Result<Installed> {
     }
     finish_unit(&l)?;
     finish_kiosk(&l, &dest)?;
+    finish_module(&l, &dest)?;
     Ok(Installed {
         base: l.base,
         version: m.version.clone(),
@@ -215,10 +225,12 @@ pub fn rollback_rootfs(board: &Board, rootfs: &Path) -> Result<RolledBack> {
     }
     stage_unit(&l, &prev_dir)?;
     stage_kiosk(&l, &prev_dir)?;
+    stage_module(&l, &prev_dir)?;
     flip(&l.base, "previous", &cur)?;
     flip(&l.base, "current", &prev)?;
     finish_unit(&l)?;
     finish_kiosk(&l, &prev_dir)?;
+    finish_module(&l, &prev_dir)?;
     Ok(RolledBack {
         base: l.base,
         from: cur.trim_start_matches("releases/").into(),
@@ -263,6 +275,27 @@ fn finish_unit(l: &Layout) -> Result<()> {
     // Relative, like the other links: it resolves both on the board and in a rootfs
     // inspected from the host.
     flip(&l.wants, &l.unit_name(), &format!("../{}", l.unit_name()))
+}
+
+/// Copies the release's Mender update module beside its final name, like [`stage_unit`]. A
+/// release without one (older than the module) leaves the installed module alone: the
+/// board still needs it for the next update.
+fn stage_module(l: &Layout, release: &Path) -> Result<()> {
+    let src = release.join(UPDATE_MODULE);
+    if !src.is_file() {
+        return Ok(());
+    }
+    let data = fs::read(&src).map_err(io_err("reading", &src))?;
+    ensure_dir(&l.modules)?;
+    crate::bundle::write_file(&l.modules.join(MODULE_TMP), &data, 0o755)
+}
+
+fn finish_module(l: &Layout, release: &Path) -> Result<()> {
+    if !release.join(UPDATE_MODULE).is_file() {
+        return Ok(());
+    }
+    let dest = l.modules.join(MODULE_TYPE);
+    fs::rename(l.modules.join(MODULE_TMP), &dest).map_err(io_err("renaming into place", &dest))
 }
 
 /// One of the kiosk's autostart files: where it goes on the board, and whether the release
