@@ -23,25 +23,25 @@ fn tool(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-fn bundle(dir: &Path, board: &str, version: &str, extra: &[&str]) -> String {
-    let (model, binary) = (model(), binary());
-    let mut args = vec![
+/// `bundle` of the fixture's model and a stand-in binary into `out`, without a detector.
+fn bundle_args<'a>(model: &'a Path, binary: &'a Path, out: &'a Path) -> Vec<&'a str> {
+    vec![
         "bundle",
-        "--board",
-        board,
         "--model",
-        s(&model),
+        s(model),
         "--binary",
-        s(&binary),
+        s(binary),
         "--skip-arch-check",
         "--no-detector",
         "--out",
-        s(dir),
-        "--version",
-        version,
-        "--format",
-        "mender",
-    ];
+        s(out),
+    ]
+}
+
+fn bundle(dir: &Path, board: &str, version: &str, extra: &[&str]) -> String {
+    let (model, binary) = (model(), binary());
+    let mut args = bundle_args(&model, &binary, dir);
+    args.extend(["--board", board, "--version", version, "--format", "mender"]);
     args.extend_from_slice(extra);
     ok(&args)
 }
@@ -123,17 +123,7 @@ fn signed_artifacts_verify_with_their_key_only() {
 fn refusals_name_the_problem() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (model, binary) = (model(), binary());
-    let common = [
-        "bundle",
-        "--model",
-        s(&model),
-        "--binary",
-        s(&binary),
-        "--skip-arch-check",
-        "--no-detector",
-        "--out",
-        s(dir.path()),
-    ];
+    let common = bundle_args(&model, &binary, dir.path());
     // --sign-key belongs to artifacts.
     let mut args = common.to_vec();
     args.extend(["--board", "rpi4", "--sign-key", "/nonexistent.pem"]);
@@ -158,7 +148,7 @@ fn refusals_name_the_problem() {
     let cut = text.find("\n[mender]").expect("rpi4 has [mender]");
     fs::write(boards.join("rpi4.toml"), &text[..cut]).expect("write");
     let mut args = vec!["--boards-dir", s(&boards)];
-    args.extend(common);
+    args.extend(common.iter().copied());
     args.extend(["--board", "rpi4", "--format", "mender"]);
     let err = fails(&args);
     assert!(err.contains("no [mender] section"), "{err}");
