@@ -341,7 +341,7 @@ pub fn scan_utkface_dir(dir: &Path, heads: &[HeadSpec]) -> Result<Scan> {
 fn parse_target(head: &HeadSpec, raw: &str) -> std::result::Result<f32, String> {
     let raw = raw.trim();
     let value = match &head.kind {
-        HeadKind::Regression { .. } => raw
+        HeadKind::Regression { .. } | HeadKind::Distribution { .. } => raw
             .parse::<f32>()
             .map_err(|_| format!("`{raw}` is not a number"))?,
         _ if head.labeling.from_ages => {

@@ -134,6 +134,15 @@ pub fn decode_head(head: &HeadSpec, raw: &[f32]) -> Result<HeadOutput> {
             max,
             ..
         } => HeadOutput::Regression((raw[0] * scale + offset).clamp(*min, *max)),
+        HeadKind::Distribution { min, max, .. } => {
+            let probs = softmax(raw);
+            let value: f32 = probs
+                .iter()
+                .zip(head.kind.centres())
+                .map(|(p, c)| p * c)
+                .sum();
+            HeadOutput::Regression(value.clamp(*min, *max))
+        }
         HeadKind::Binary { labels } => {
             let p1 = sigmoid(raw[0]);
             let index = usize::from(p1 >= 0.5);
@@ -178,6 +187,25 @@ pub fn decode(heads: &[HeadSpec], raw: &[&[f32]]) -> Result<Prediction> {
 mod tests {
     use super::*;
     use crate::heads::utkface_heads;
+
+    #[test]
+    fn a_distribution_head_reads_out_the_expected_value() {
+        let h = HeadSpec::distribution("age", "years", 1.0, 116.0, 116);
+        let mut raw = vec![-30.0f32; 116];
+        raw[29] = 30.0;
+        let v = decode_head(&h, &raw).unwrap().value().unwrap();
+        assert!((v - 30.0).abs() < 1e-3, "{v}");
+        // Equal mass on 20 and 40 years: 30, between the peaks.
+        raw[29] = -30.0;
+        raw[19] = 5.0;
+        raw[39] = 5.0;
+        let v = decode_head(&h, &raw).unwrap().value().unwrap();
+        assert!((v - 30.0).abs() < 1e-3, "{v}");
+        // Flat: the middle of the range.
+        let v = decode_head(&h, &[0.0; 116]).unwrap().value().unwrap();
+        assert!((v - 58.5).abs() < 1e-3, "{v}");
+        assert!(decode_head(&h, &[0.0; 115]).is_err());
+    }
 
     #[test]
     fn decodes_the_utkface_heads() {

@@ -32,6 +32,45 @@ pub enum HeadKind {
         /// Class labels, in logit order.
         labels: Vec<String>,
     },
+    /// One real value read out as an expectation (DEX, Rothe et al. 2018; the label
+    /// distribution of DLDL-v2, Gao et al. 2018): the network emits one logit per bin, the
+    /// bins' centres run from `min` to `max` in `bins` equal steps (`min`, …, `max`
+    /// included), and the value is `Σ softmax(logits)_k · centre_k`, always inside
+    /// `[min, max]`. Trained on the "two-hot" distribution that puts a target between its
+    /// two nearest centres (its expectation is the target exactly) plus L1 on the readout.
+    Distribution {
+        /// Unit of the value (e.g. `years`).
+        unit: String,
+        /// Centre of the first bin.
+        min: f32,
+        /// Centre of the last bin.
+        max: f32,
+        /// Number of bins (at least 2).
+        bins: u32,
+    },
+}
+
+impl HeadKind {
+    /// Unit and range of a head that predicts a value (regression or distribution).
+    pub fn value_range(&self) -> Option<(&str, f32, f32)> {
+        match self {
+            Self::Regression { unit, min, max, .. } | Self::Distribution { unit, min, max, .. } => {
+                Some((unit, *min, *max))
+            }
+            _ => None,
+        }
+    }
+
+    /// The centres of a distribution head's bins (empty for other kinds).
+    pub fn centres(&self) -> Vec<f32> {
+        match self {
+            Self::Distribution { min, max, bins, .. } => {
+                let step = (max - min) / (*bins as f32 - 1.0);
+                (0..*bins).map(|k| min + k as f32 * step).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// How training data labels a head. Training reads it; the edge ignores it. It travels in
@@ -131,6 +170,20 @@ impl HeadSpec {
         }
     }
 
+    /// A distribution head (see [`HeadKind::Distribution`]).
+    pub fn distribution(name: &str, unit: &str, min: f32, max: f32, bins: u32) -> Self {
+        Self {
+            name: name.into(),
+            kind: HeadKind::Distribution {
+                unit: unit.into(),
+                min,
+                max,
+                bins,
+            },
+            labeling: Labeling::default(),
+        }
+    }
+
     /// A multi-class head over age ranges, one class per band starting at each of `edges`
     /// (ascending, in years): `[0, 13, 20]` gives `0-12`, `13-19`, `20+`. Its targets come
     /// from an age in years (the `age` column or UTKFace's age field), so it can be added to
@@ -193,13 +246,14 @@ impl HeadSpec {
         match &self.kind {
             HeadKind::Regression { .. } | HeadKind::Binary { .. } => 1,
             HeadKind::Multiclass { labels } => labels.len(),
+            HeadKind::Distribution { bins, .. } => *bins as usize,
         }
     }
 
     /// Number of classes, or `None` for a regression head.
     pub fn num_classes(&self) -> Option<usize> {
         match &self.kind {
-            HeadKind::Regression { .. } => None,
+            HeadKind::Regression { .. } | HeadKind::Distribution { .. } => None,
             HeadKind::Binary { .. } => Some(2),
             HeadKind::Multiclass { labels } => Some(labels.len()),
         }
@@ -208,7 +262,7 @@ impl HeadSpec {
     /// Class labels, empty for a regression head.
     pub fn labels(&self) -> &[String] {
         match &self.kind {
-            HeadKind::Regression { .. } => &[],
+            HeadKind::Regression { .. } | HeadKind::Distribution { .. } => &[],
             HeadKind::Binary { labels } => labels,
             HeadKind::Multiclass { labels } => labels,
         }
@@ -218,7 +272,7 @@ impl HeadSpec {
     /// regression value inside `[min, max]`).
     pub fn check_target(&self, value: f32) -> core::result::Result<(), String> {
         match &self.kind {
-            HeadKind::Regression { min, max, .. } => {
+            HeadKind::Regression { min, max, .. } | HeadKind::Distribution { min, max, .. } => {
                 if value.is_finite() && value >= *min && value <= *max {
                     Ok(())
                 } else {
@@ -264,6 +318,14 @@ impl HeadSpec {
                 }
             }
             HeadKind::Binary { .. } => {}
+            HeadKind::Distribution { min, max, bins, .. } => {
+                if !(min.is_finite() && max.is_finite() && min < max && (2..=4096).contains(bins)) {
+                    return Err(Error::InvalidContract(format!(
+                        "distribution head `{}` needs finite min < max and 2..=4096 bins",
+                        self.name
+                    )));
+                }
+            }
             HeadKind::Multiclass { labels } => {
                 if labels.len() < 2 {
                     return Err(Error::InvalidContract(format!(

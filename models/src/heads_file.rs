@@ -23,7 +23,13 @@ use toml::Spanned;
 use crate::{contract::RESERVED_NAMES, heads::Labeling, Error, HeadSpec, Result};
 
 /// The kinds a heads file may declare.
-pub const KINDS: [&str; 4] = ["regression", "binary", "multiclass", "age_bands"];
+pub const KINDS: [&str; 5] = [
+    "regression",
+    "distribution",
+    "binary",
+    "multiclass",
+    "age_bands",
+];
 
 /// A parsed heads file.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +77,7 @@ struct RawHead {
     offset: Option<Spanned<f64>>,
     min: Option<Spanned<f64>>,
     max: Option<Spanned<f64>>,
+    bins: Option<Spanned<i64>>,
     weight: Option<Spanned<f64>>,
     column: Option<Spanned<String>>,
 }
@@ -161,6 +168,7 @@ fn head(cx: &Ctx<'_>, h: &RawHead) -> Result<HeadSpec> {
     // Fields that only some kinds take: a stray one is a mistake worth naming.
     let allowed: &[&str] = match kind {
         "regression" => &["unit", "scale", "offset", "min", "max"],
+        "distribution" => &["unit", "min", "max", "bins"],
         "binary" | "multiclass" => &["labels"],
         "age_bands" => &["edges"],
         other => {
@@ -173,7 +181,8 @@ fn head(cx: &Ctx<'_>, h: &RawHead) -> Result<HeadSpec> {
             ))
         }
     };
-    let present: [(&str, Option<Range<usize>>); 7] = [
+    let present: [(&str, Option<Range<usize>>); 8] = [
+        ("bins", h.bins.as_ref().map(|v| v.span())),
         ("labels", h.labels.as_ref().map(|v| v.span())),
         ("edges", h.edges.as_ref().map(|v| v.span())),
         ("unit", h.unit.as_ref().map(|v| v.span())),
@@ -213,6 +222,38 @@ fn head(cx: &Ctx<'_>, h: &RawHead) -> Result<HeadSpec> {
     }
     let at = |s: Option<Range<usize>>| s.unwrap_or_else(|| h.kind.span());
     let spec = match kind {
+        "distribution" => {
+            let num = |f: &Option<Spanned<f64>>| f.as_ref().map(|v| *v.get_ref());
+            let (Some(min), Some(max)) = (num(&h.min), num(&h.max)) else {
+                return Err(cx.err(
+                    h.kind.span(),
+                    format!("distribution head `{name}` needs `min` and `max` (its first and last bin centres)"),
+                ));
+            };
+            if !(min.is_finite() && max.is_finite() && min < max) {
+                return Err(cx.err(
+                    at(h.min.as_ref().map(|v| v.span())),
+                    format!("distribution head `{name}`: need finite min < max, got {min}..{max}"),
+                ));
+            }
+            // Default: one bin per whole unit (ages 1..116: 116 bins centred on the years).
+            let bins = match &h.bins {
+                Some(b) => *b.get_ref(),
+                None => ((max - min).round() as i64 + 1).max(2),
+            };
+            if !(2..=4096).contains(&bins) {
+                return Err(cx.err(
+                    at(h.bins.as_ref().map(|v| v.span())),
+                    format!("distribution head `{name}`: bins must be in 2..=4096, got {bins}"),
+                ));
+            }
+            let unit = h
+                .unit
+                .as_ref()
+                .map(|u| u.get_ref().clone())
+                .unwrap_or_default();
+            HeadSpec::distribution(&name, &unit, min as f32, max as f32, bins as u32)
+        }
         "regression" => {
             let num = |f: &Option<Spanned<f64>>| f.as_ref().map(|v| *v.get_ref());
             let (Some(min), Some(max)) = (num(&h.min), num(&h.max)) else {
@@ -413,6 +454,32 @@ max = 116.0
             h[0],
             HeadSpec::regression("pitch", "", 45.0, 0.0, -90.0, 90.0)
         );
+    }
+
+    #[test]
+    fn distribution_heads_default_to_one_bin_per_unit() {
+        let h = parse("[[head]]\nname = \"age\"\nkind = \"distribution\"\nunit = \"years\"\nmin = 1\nmax = 116\n")
+            .unwrap();
+        assert_eq!(
+            h[0],
+            HeadSpec::distribution("age", "years", 1.0, 116.0, 116)
+        );
+        assert_eq!(h[0].output_width(), 116);
+        assert_eq!(h[0].kind.centres()[29], 30.0);
+        let h =
+            parse("[[head]]\nname = \"a\"\nkind = \"distribution\"\nmin = 0\nmax = 1\nbins = 11\n")
+                .unwrap();
+        assert_eq!(h[0].kind.centres()[5], 0.5);
+        for (text, says) in [
+            ("min = 0\nmax = 1\nbins = 1\n", "bins must be in 2..=4096"),
+            ("min = 0\nmax = 1\nscale = 2\n", "`scale` does not apply"),
+            ("max = 1\n", "needs `min` and `max`"),
+        ] {
+            let e = err(&format!(
+                "[[head]]\nname = \"a\"\nkind = \"distribution\"\n{text}"
+            ));
+            assert!(e.contains(says), "{e}");
+        }
     }
 
     #[test]

@@ -192,7 +192,7 @@ impl Evaluator {
                 continue;
             }
             match (&h.kind, h.name.as_str()) {
-                (HeadKind::Regression { .. }, "age") => {
+                (HeadKind::Regression { .. } | HeadKind::Distribution { .. }, "age") => {
                     keys.push(("age_band".into(), age_band(*t).into()))
                 }
                 (HeadKind::Binary { .. } | HeadKind::Multiclass { .. }, "gender" | "ethnicity") => {

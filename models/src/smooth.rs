@@ -170,7 +170,8 @@ impl Smoother {
                 let n = recent.len().max(1) as f32;
                 frames = frames.min(recent.len());
                 let head = match &spec.kind {
-                    HeadKind::Regression { min, max, .. } => {
+                    HeadKind::Regression { min, max, .. }
+                    | HeadKind::Distribution { min, max, .. } => {
                         let mean = recent.iter().map(|s| s[0]).sum::<f32>() / n;
                         let var = recent
                             .iter()

@@ -107,6 +107,10 @@ fn info_json(engine: &Engine, config: &pipeline::Config) -> serde_json::Value {
             HeadKind::Regression { unit, min, max, .. } => {
                 json!({"name": h.name, "kind": "regression", "unit": unit, "min": min, "max": max})
             }
+            // The page shows its value like a regression's; `bins` says how it is read out.
+            HeadKind::Distribution { unit, min, max, bins } => {
+                json!({"name": h.name, "kind": "regression", "unit": unit, "min": min, "max": max, "bins": bins})
+            }
             HeadKind::Binary { labels } => {
                 json!({"name": h.name, "kind": "binary", "labels": labels})
             }

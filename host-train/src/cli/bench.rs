@@ -103,6 +103,14 @@ fn bench(a: &Args, kernels: Kernels) -> Result<()> {
                 n,
                 &dev,
             ),
+            HeadKind::Distribution { min, max, .. } => {
+                let centres = h.kind.centres();
+                let mut q = vec![0f32; n * centres.len()];
+                for row in q.chunks_mut(centres.len()) {
+                    host_train::train::loss::two_hot(&centres, rng.random_range(*min..*max), row);
+                }
+                Tensor::from_vec(q, (n, centres.len()), &dev)
+            }
         })
         .collect::<candle_core::Result<Vec<_>>>()?;
     let (mut fw, mut bw, mut op, mut tot) = (vec![], vec![], vec![], vec![]);

@@ -13,7 +13,6 @@ use host_train::{
     score,
     train::evaluate::evaluate_each,
 };
-use models::HeadKind;
 use serde_json::json;
 
 use super::{
@@ -154,13 +153,13 @@ pub fn run(a: Args) -> Result<ExitCode> {
             let panels: Vec<MetricPanel> = heads
                 .iter()
                 .map(|h| {
-                    let (key, title, percent) = match &h.kind {
-                        HeadKind::Regression { unit, .. } => (
+                    let (key, title, percent) = match h.kind.value_range() {
+                        Some((unit, _, _)) => (
                             format!("{}_mae", h.name),
                             format!("{} MAE ({unit})", h.name),
                             false,
                         ),
-                        _ => (
+                        None => (
                             format!("{}_acc", h.name),
                             format!("{} accuracy", h.name),
                             true,
@@ -194,7 +193,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         }
     }
     for (k, &i) in regression.iter().enumerate() {
-        let HeadKind::Regression { unit, .. } = &heads[i].kind else {
+        let Some((unit, _, _)) = heads[i].kind.value_range() else {
             continue;
         };
         let file = format!("{}_scatter.png", file_part(&heads[i].name));

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use host_train::{
-    data::AugmentConfig,
+    data::{AugmentConfig, CacheMode, CachePolicy},
     device,
     export::{export_int8_on, Int8Request, QuantForm},
     kernels::Kernels,
@@ -135,9 +135,26 @@ pub struct Args {
     /// resnet18: `resnet18`).
     #[arg(long, value_name = "FILE.safetensors")]
     init_from: Option<PathBuf>,
+    /// Where decoded images are kept: `memory`, `disk` (one memory-mapped file per set and
+    /// size under --cache-dir, written once and reused by later runs: RSS stays bounded
+    /// whatever the set's size) or `auto` (disk when the pixels would take more than a
+    /// quarter of RAM).
+    #[arg(long, value_enum, default_value_t = CacheMode::Auto)]
+    cache: CacheMode,
+    /// Folder of the disk cache [default: $XDG_CACHE_HOME/hydranet-edge/images or
+    /// ~/.cache/hydranet-edge/images].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
 }
 
 impl Args {
+    fn cache_policy(&self) -> CachePolicy {
+        CachePolicy {
+            mode: self.cache,
+            dir: self.cache_dir.clone(),
+        }
+    }
+
     fn config(&self) -> Result<TrainConfig> {
         if !(0.0..1.0).contains(&self.val_fraction) {
             bail!("--val-fraction must be in [0, 1)");
@@ -178,6 +195,7 @@ impl Args {
             device: self.device.clone(),
             kernels: self.kernels,
             init_from: self.init_from.clone(),
+            cache: self.cache_policy(),
         };
         config.set_source(&self.data.source()?);
         Ok(config)
@@ -205,6 +223,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 out: a.out.clone(),
                 kernels: a.kernels,
                 device: a.device.clone(),
+                cache: a.cache_policy(),
                 ..ck.config
             }
         }
@@ -415,6 +434,9 @@ fn kind_text(h: &models::HeadSpec) -> String {
             format!("regression, {unit}")
         }
         models::HeadKind::Regression { .. } => "regression".into(),
+        models::HeadKind::Distribution { unit, bins, .. } => {
+            format!("distribution, {unit}, {bins} bins")
+        }
         models::HeadKind::Binary { .. } => "binary".into(),
         models::HeadKind::Multiclass { labels } => {
             format!("multiclass, {} classes", labels.len())

@@ -6,6 +6,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::{augment::augment, AugmentConfig, ImageCache};
+use crate::train::loss::two_hot;
 
 /// Mixes seeds (SplitMix64 finaliser) so nearby inputs give unrelated streams.
 pub fn mix(a: u64, b: u64) -> u64 {
@@ -67,6 +68,13 @@ impl<'a> Batcher<'a> {
         }
     }
 
+    /// Starts reading the images of a coming batch (see [`ImageCache::prefetch`]).
+    pub fn prefetch(&self, indices: &[usize]) {
+        for &i in indices {
+            self.cache.prefetch(i);
+        }
+    }
+
     /// Builds the batch of cache entries `indices`. With `train`, each image is augmented by
     /// a stream seeded from `(seed, epoch, index)`.
     pub fn batch(
@@ -89,14 +97,16 @@ impl<'a> Batcher<'a> {
                     normalize_hwc_into(px, spec, out)
                         .map_err(|e| candle_core::Error::Msg(e.to_string()))
                 };
-                if train && !self.augment.is_identity() {
+                let r = if train && !self.augment.is_identity() {
                     let mut rng = ChaCha8Rng::seed_from_u64(mix(mix(self.seed, epoch), i as u64));
                     let mut buf = vec![0u8; per];
                     augment(src, &mut buf, w, h, &self.augment, &mut rng);
                     norm(&buf, out)
                 } else {
                     norm(src, out)
-                }
+                };
+                self.cache.release(i);
+                r
             })?;
         let input = Tensor::from_vec(input, spec.input_shape(indices.len()).to_vec(), device)?;
         let raw_targets: Vec<Vec<f32>> = indices
@@ -131,6 +141,7 @@ impl<'a> Batcher<'a> {
                     v if is_labelled(v) => v,
                     _ => match &head.kind {
                         HeadKind::Regression { offset, .. } => *offset,
+                        HeadKind::Distribution { min, .. } => *min,
                         _ => 0.0,
                     },
                 });
@@ -148,6 +159,15 @@ impl<'a> Batcher<'a> {
                         indices.len(),
                         device,
                     ),
+                    HeadKind::Distribution { .. } => {
+                        let centres = head.kind.centres();
+                        let b = centres.len();
+                        let mut q = vec![0f32; indices.len() * b];
+                        for (row, v) in q.chunks_mut(b).zip(col) {
+                            two_hot(&centres, v, row);
+                        }
+                        Tensor::from_vec(q, (indices.len(), b), device)
+                    }
                 }
             })
             .collect::<Result<Vec<_>>>()?;

@@ -3,7 +3,8 @@
 pub mod augment;
 pub mod batch;
 pub mod cache;
+pub mod cache_file;
 
 pub use augment::AugmentConfig;
 pub use batch::{Batch, Batcher};
-pub use cache::ImageCache;
+pub use cache::{CacheMode, CachePolicy, ImageCache};

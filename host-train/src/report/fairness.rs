@@ -1,7 +1,7 @@
 //! The fairness table (every head's metric overall, per ethnicity, per gender, per age
 //! band, from the breakdowns [`models::metrics::Report`] already holds) and the goal
 //! checks of the model card.
-use models::{metrics::HeadMetrics, metrics::Report, HeadKind, HeadSpec};
+use models::{metrics::HeadMetrics, metrics::Report, HeadSpec};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -115,13 +115,13 @@ impl Fairness {
     pub fn from_report(report: &Report, heads: &[HeadSpec]) -> Self {
         let columns: Vec<Column> = heads
             .iter()
-            .map(|h| match &h.kind {
-                HeadKind::Regression { unit, .. } => Column {
+            .map(|h| match h.kind.value_range() {
+                Some((unit, _, _)) => Column {
                     head: h.name.clone(),
                     metric: Metric::Mae,
-                    unit: unit.clone(),
+                    unit: unit.to_string(),
                 },
-                _ => Column {
+                None => Column {
                     head: h.name.clone(),
                     metric: Metric::Acc,
                     unit: String::new(),
@@ -394,7 +394,7 @@ pub fn goals_markdown(checks: &[GoalCheck]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use models::{decode::decode, heads::utkface_heads, metrics::Evaluator};
+    use models::{decode::decode, heads::utkface_heads, metrics::Evaluator, HeadKind};
 
     /// A prediction of (age, gender class, ethnicity class) through the real decoder.
     fn pred(age: f32, gender: usize, eth: usize) -> models::Prediction {

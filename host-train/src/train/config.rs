@@ -6,7 +6,10 @@ use models::{dataset::DataSource, HeadSpec};
 use serde::{Deserialize, Serialize};
 
 use super::{loss::LossWeighting, optim::OptimizerKind, schedule::ScheduleKind};
-use crate::{data::AugmentConfig, kernels::Kernels};
+use crate::{
+    data::{AugmentConfig, CachePolicy},
+    kernels::Kernels,
+};
 
 /// Everything that defines a training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,6 +69,9 @@ pub struct TrainConfig {
     /// Body weights to start from: a torchvision ResNet state dict as safetensors.
     #[serde(default)]
     pub init_from: Option<PathBuf>,
+    /// Where decoded images are kept (memory or a mapped file; the same pixels either way).
+    #[serde(default)]
+    pub cache: CachePolicy,
 }
 
 impl TrainConfig {
@@ -134,6 +140,7 @@ impl TrainConfig {
             device: "cpu".into(),
             kernels: Kernels::Fast,
             init_from: None,
+            cache: Default::default(),
         }
     }
 }

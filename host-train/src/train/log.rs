@@ -73,6 +73,10 @@ pub enum Event {
         loss: f32,
         /// Loss per head.
         head_losses: BTreeMap<String, f32>,
+        /// Seconds since the epoch's (or the resumed part's) first step began, and of
+        /// them, seconds spent building batches (decode-free: reading the cache, augmenting).
+        elapsed_s: f64,
+        data_s: f64,
     },
     /// Stopped by Ctrl-C after saving.
     Interrupted {

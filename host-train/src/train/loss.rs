@@ -23,12 +23,45 @@ pub fn cross_entropy(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
     candle_nn::loss::cross_entropy(logits, target)
 }
 
+/// The "two-hot" distribution of `value` over ascending, evenly spaced `centres`: its mass
+/// split between the two nearest centres so that its expectation is `value` exactly
+/// (clamped to the centres' range). Written into `row` (`centres.len()` long).
+pub fn two_hot(centres: &[f32], value: f32, row: &mut [f32]) {
+    row.fill(0.0);
+    let b = centres.len();
+    let step = (centres[b - 1] - centres[0]) / (b as f32 - 1.0);
+    let t = ((value - centres[0]) / step).clamp(0.0, (b - 1) as f32);
+    let k = (t.floor() as usize).min(b - 2);
+    let f = t - k as f32;
+    row[k] = 1.0 - f;
+    row[k + 1] = f;
+}
+
+/// A distribution head's loss per sample, `[N]`: cross-entropy of the logits `out`
+/// (`[N, B]`) against the two-hot targets `q` (`[N, B]`), plus the L1 error of the
+/// expected value in units of a quarter of the range (the regression head's default
+/// normalisation), which ties the readout to the metric it is judged by.
+fn distribution_per_sample(head: &HeadSpec, out: &Tensor, q: &Tensor) -> Result<Tensor> {
+    let HeadKind::Distribution { min, max, .. } = head.kind else {
+        candle_core::bail!("head `{}` is not a distribution head", head.name)
+    };
+    let centres = head.kind.centres();
+    let c = Tensor::from_vec(centres.clone(), (centres.len(), 1), out.device())?;
+    let logp = candle_nn::ops::log_softmax(out, 1)?;
+    let ce = (q * &logp)?.sum(1)?.neg()?;
+    let expected = logp.exp()?.matmul(&c)?.squeeze(1)?;
+    let truth = q.matmul(&c)?.squeeze(1)?;
+    let l1 = ((expected - truth)?.abs()? / f64::from((max - min) / 4.0))?;
+    ce + l1
+}
+
 /// The loss of one head, chosen by its kind.
 pub fn head_loss(head: &HeadSpec, out: &Tensor, target: &Tensor) -> Result<Tensor> {
     match head.kind {
         HeadKind::Regression { .. } => l1(out, target),
         HeadKind::Binary { .. } => bce_with_logits(out, target),
         HeadKind::Multiclass { .. } => cross_entropy(out, target),
+        HeadKind::Distribution { .. } => distribution_per_sample(head, out, target)?.mean_all(),
     }
 }
 
@@ -45,6 +78,7 @@ pub fn per_sample_loss(head: &HeadSpec, out: &Tensor, target: &Tensor) -> Result
             .gather(&target.unsqueeze(1)?, 1)?
             .squeeze(1)?
             .neg(),
+        HeadKind::Distribution { .. } => distribution_per_sample(head, out, target),
     }
 }
 
@@ -171,6 +205,42 @@ mod tests {
 
     fn scalar(x: Tensor) -> f32 {
         x.to_scalar::<f32>().unwrap()
+    }
+
+    #[test]
+    fn two_hot_targets_have_the_value_as_their_expectation() {
+        let h = HeadSpec::distribution("age", "years", 1.0, 116.0, 116);
+        let c = h.kind.centres();
+        let mut row = vec![0f32; 116];
+        for v in [1.0f32, 1.25, 30.0, 30.7, 115.5, 116.0] {
+            two_hot(&c, v, &mut row);
+            let mean: f32 = row.iter().zip(&c).map(|(q, c)| q * c).sum();
+            assert!((mean - v).abs() < 1e-4, "{v}: {mean}");
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+            assert!(row.iter().filter(|&&q| q > 0.0).count() <= 2);
+        }
+        // Outside the range: clamped to the end bins.
+        two_hot(&c, -5.0, &mut row);
+        assert_eq!(row[0], 1.0);
+        two_hot(&c, 500.0, &mut row);
+        assert_eq!(row[115], 1.0);
+    }
+
+    #[test]
+    fn the_distribution_loss_is_cross_entropy_plus_the_readouts_l1() {
+        // 3 bins at 0, 5, 10; target 2.5 = half on 0, half on 5.
+        let h = HeadSpec::distribution("x", "", 0.0, 10.0, 3);
+        let q = Tensor::new(&[[0.5f32, 0.5, 0.0]], &Device::Cpu).unwrap();
+        let z = Tensor::new(&[[0.0f32, 0.0, 0.0]], &Device::Cpu).unwrap();
+        // Uniform: CE = ln 3, readout 5 vs 2.5: L1 2.5 / (10 / 4) = 1.
+        let l = scalar(head_loss(&h, &z, &q).unwrap());
+        assert!((l - (3f32.ln() + 1.0)).abs() < 1e-5, "{l}");
+        // Per-sample terms (masked losses) agree with the mean.
+        let per = per_sample_loss(&h, &z, &q)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!((per[0] - l).abs() < 1e-6);
     }
 
     #[test]

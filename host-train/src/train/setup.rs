@@ -102,8 +102,8 @@ pub fn prepare_data(config: &TrainConfig, contract: &Contract, need: Need) -> Re
         }
     }
     let spec = &contract.preprocess;
-    let train = ImageCache::build(&train, spec, None);
-    let val = ImageCache::build(&val, spec, None);
+    let train = ImageCache::load(&train, spec, &config.cache, None)?;
+    let val = ImageCache::load(&val, spec, &config.cache, None)?;
     for s in train.skipped.iter().chain(&val.skipped) {
         tracing::warn!(
             "skipped unreadable image {}: {}",

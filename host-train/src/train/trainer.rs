@@ -195,10 +195,18 @@ impl Trainer<'_> {
         let mut sums = vec![0.0f64; heads.len() + 1];
         let mut counts = vec![0usize; heads.len()];
         let first = self.state.step_in_epoch;
+        let bs = self.config.batch;
+        let batch_at = |step: usize| order.get(step * bs..(step + 1) * bs);
+        if let Some(b0) = batch_at(first) {
+            batcher.prefetch(b0);
+        }
         for step in first..steps {
-            let idx = &order[step * self.config.batch..(step + 1) * self.config.batch];
+            let idx = &order[step * bs..(step + 1) * bs];
             let td = Instant::now();
             let b = batcher.batch(idx, epoch as u64, true, &self.device)?;
+            if let Some(next) = batch_at(step + 1) {
+                batcher.prefetch(next);
+            }
             data_s += td.elapsed().as_secs_f64();
             let out = self.step(&b, &heads, steps)?;
             self.state.step_in_epoch = step + 1;
@@ -223,6 +231,8 @@ impl Trainer<'_> {
                     lr: out.lr,
                     loss: out.loss,
                     head_losses: named(&heads, out.head_losses.iter().copied()),
+                    elapsed_s: t0.elapsed().as_secs_f64(),
+                    data_s,
                 })?;
             }
             bar.update(&heads, &sums, &counts, out.lr);

@@ -54,6 +54,7 @@ pub fn tiny_config(data: &Path, out: &Path) -> TrainConfig {
         device: "cpu".into(),
         kernels: Kernels::Fast,
         init_from: None,
+        cache: Default::default(),
     }
 }
 

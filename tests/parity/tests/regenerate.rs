@@ -106,6 +106,7 @@ fn regenerate_fixture() {
         device: "cpu".into(),
         kernels: Kernels::Fast,
         init_from: None,
+        cache: Default::default(),
     };
     let backbone: BackboneConfig = config.backbone.parse().unwrap();
     let contract = contract_for(&config, &backbone);
