@@ -30,8 +30,9 @@ pub struct Tile {
     /// a wake-up of tract's pool (tens of microseconds on the 2-core host here, where
     /// `edge-runtime kernels` saw the VNNI tile's small layers run 2-3x slower on two
     /// threads), so only layers of ~50 µs or more on this tile are split. From each
-    /// tile's speed: VNNI ~150 MACs/ns (measured), AVX2 `vpmaddwd` ~30 (measured), `sdot` 32 MACs/cycle and `smull` 7
-    /// (llvm-mca, docs/measurements.md) at 1.5-2.4 GHz, the portable loop ~1-3 per ns.
+    /// tile's speed: VNNI ~150 MACs/ns and AVX2 ~15 (measured), `sdot` 32 MACs/cycle and
+    /// `smull` 7 (llvm-mca, docs/measurements.md) at 1.5-2.4 GHz, the portable loop ~1-3
+    /// per ns.
     pub par_min_macs: usize,
 }
 
@@ -78,7 +79,7 @@ impl Tile {
                 name: "avx2",
                 signed: false,
                 dot: super::avx2::dot_tile,
-                par_min_macs: 2 << 20,
+                par_min_macs: 1 << 20,
             });
         }
         #[cfg(target_arch = "aarch64")]
