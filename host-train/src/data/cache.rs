@@ -82,6 +82,22 @@ enum Store {
     },
 }
 
+/// One sample's pixels at the cache's size, or why they could not be had; bumps
+/// `progress`. Both cache forms decode through it.
+pub(super) fn decode(
+    s: &Sample,
+    spec: &PreprocessSpec,
+    progress: Option<&AtomicUsize>,
+) -> Result<Vec<u8>, String> {
+    let r = load_image(&s.path)
+        .map(|img| resize_rgb(&img, spec).into_raw())
+        .map_err(|e| e.to_string());
+    if let Some(p) = progress {
+        p.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    r
+}
+
 /// Every usable sample's pixels, decoded and resized once.
 pub struct ImageCache {
     /// Width = height of the cached images.
@@ -106,15 +122,7 @@ impl ImageCache {
         let t0 = Instant::now();
         let results: Vec<Result<Vec<u8>, String>> = samples
             .par_iter()
-            .map(|s| {
-                let r = load_image(&s.path)
-                    .map(|img| resize_rgb(&img, spec).into_raw())
-                    .map_err(|e| e.to_string());
-                if let Some(p) = progress {
-                    p.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                r
-            })
+            .map(|s| decode(s, spec, progress))
             .collect();
         let per = spec.input_len();
         let mut pixels = Vec::with_capacity(per * samples.len());

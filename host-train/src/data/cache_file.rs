@@ -11,13 +11,12 @@ use std::{
     fs::File,
     io::{BufWriter, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
-    sync::atomic::{AtomicUsize, Ordering},
+    sync::atomic::AtomicUsize,
 };
 
 use memmap2::Mmap;
 use models::{
-    dataset::{load_image, stable_hash, Sample},
-    preprocess::resize_rgb,
+    dataset::{stable_hash, Sample},
     PreprocessSpec,
 };
 use rayon::prelude::*;
@@ -207,15 +206,7 @@ fn write_to(
     for (c, chunk) in samples.chunks(CHUNK).enumerate() {
         let decoded: Vec<std::result::Result<Vec<u8>, String>> = chunk
             .par_iter()
-            .map(|s| {
-                let r = load_image(&s.path)
-                    .map(|img| resize_rgb(&img, spec).into_raw())
-                    .map_err(|e| e.to_string());
-                if let Some(p) = progress {
-                    p.fetch_add(1, Ordering::Relaxed);
-                }
-                r
-            })
+            .map(|s| super::cache::decode(s, spec, progress))
             .collect();
         for (j, r) in decoded.into_iter().enumerate() {
             let i = (c * CHUNK + j) as u32;
