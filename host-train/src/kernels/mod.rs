@@ -11,6 +11,7 @@ pub mod adamw;
 pub mod batchnorm;
 pub mod conv;
 mod matmul;
+pub mod pool;
 
 use std::mem::MaybeUninit;
 

@@ -322,7 +322,12 @@ impl ResNet {
         let mut y = self
             .bn1
             .forward_t(&self.conv1.forward(&x)?, train, true, tap)?;
-        y = y.max_pool2d_with_stride(2, 2)?;
+        // Both kernel paths pool with the fused op on CPU: Candle's own max-pool backward
+        // returns a quarter of the gradient (kernels::pool), which only a GPU run still uses.
+        y = match y.device().is_cpu() {
+            true => kernels::pool::max_pool2x2(&y)?,
+            false => y.max_pool2d_with_stride(2, 2)?,
+        };
         for stage in &self.stages {
             for block in stage {
                 y = block.forward_t(&y, train, tap)?;
