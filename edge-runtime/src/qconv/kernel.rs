@@ -16,7 +16,8 @@
 //! - patches ("rows"): `[pixel][k]`, `NR` pixels per tile.
 use std::cell::RefCell;
 
-use super::tile::{Tile, UnknownTile, MB, NR};
+use super::epilogue::{self, Block, Dst, Store};
+use super::tile::{widen, Acc, Dot, Tile, UnknownTile, MB, NR};
 
 /// Geometry of a 2-D convolution (NCHW input, OIHW weights, group 1, dilation 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,6 +64,8 @@ pub struct QConv {
     x_scale: f32,
     x_zero: u8,
     packed: Vec<i8>,
+    /// The packed weights in the [`Dot::Wide`] form, when the tile takes that; else empty.
+    wide: Vec<i16>,
     /// Per output channel: `Σ_k w[m, k]`.
     wsum: Vec<i32>,
     /// Per output channel: what the tile's raw sum exceeds `Σ (q - x_zero) · w` by:
@@ -73,6 +76,7 @@ pub struct QConv {
     bias: Vec<f32>,
     relu: bool,
     tile: Tile,
+    epilogue: Store,
 }
 
 /// Why a convolution cannot be packed.
@@ -163,12 +167,14 @@ impl QConv {
             x_scale,
             x_zero,
             packed,
+            wide: Vec::new(),
             wsum,
             zero_term: Vec::new(),
             scale,
             bias,
             relu,
             tile: Tile::PORTABLE,
+            epilogue: epilogue::pick(),
         };
         conv.set_tile(tile);
         Ok(conv)
@@ -179,6 +185,16 @@ impl QConv {
         let offset = if tile.signed { 128 } else { 0 };
         let z = self.x_zero as i32 - offset;
         self.zero_term = self.wsum.iter().map(|s| s * z).collect();
+        self.wide = match tile.dot {
+            Dot::Wide(_) => {
+                let k = self.geo.k();
+                self.packed
+                    .chunks_exact(MB * k)
+                    .flat_map(|block| widen(block, k))
+                    .collect()
+            }
+            Dot::Bytes(_) => Vec::new(),
+        };
         self.tile = tile;
     }
 
@@ -225,20 +241,35 @@ impl QConv {
             _ => None,
         };
         SCRATCH.with(|s| {
-            let (planes, nhwc, rows) = &mut *s.borrow_mut();
+            let s = &mut *s.borrow_mut();
             for (img, o) in x
                 .chunks_exact(g.c * h * w)
                 .zip(out.chunks_exact_mut(g.m * oh * ow))
             {
-                self.quantize_nhwc(img, h, w, planes, nhwc);
-                match &pool {
-                    Some(pool) => pool.install(|| {
-                        self.patches(nhwc, h, w, oh, ow, rows, true);
-                        self.multiply(rows, oh * ow, o, true);
-                    }),
-                    None => {
-                        self.patches(nhwc, h, w, oh, ow, rows, false);
-                        self.multiply(rows, oh * ow, o, false);
+                match self.tile.dot {
+                    Dot::Bytes(dot) => {
+                        let (nhwc, rows) = (&mut s.nhwc, &mut s.rows);
+                        self.quantize_nhwc(img, h, w, &mut s.planes, nhwc);
+                        let mut job = |par| {
+                            self.patches(nhwc, h, w, oh, ow, rows, par);
+                            self.multiply(rows, &self.packed, dot, oh * ow, o, par);
+                        };
+                        match &pool {
+                            Some(pool) => pool.install(|| job(true)),
+                            None => job(false),
+                        }
+                    }
+                    Dot::Wide(dot) => {
+                        let (nhwc, rows) = (&mut s.nhwc16, &mut s.rows16);
+                        self.quantize_nhwc(img, h, w, &mut s.planes, nhwc);
+                        let mut job = |par| {
+                            self.patches(nhwc, h, w, oh, ow, rows, par);
+                            self.multiply(rows, &self.wide, dot, oh * ow, o, par);
+                        };
+                        match &pool {
+                            Some(pool) => pool.install(|| job(true)),
+                            None => job(false),
+                        }
                     }
                 }
             }
@@ -246,15 +277,15 @@ impl QConv {
         true
     }
 
-    /// `q(x)` as NHWC bytes (`q - 128` for a signed tile), channels padded to 4 with the
-    /// zero point.
-    fn quantize_nhwc(
+    /// `q(x)` as NHWC codes (`q - 128` for a signed tile; bytes, or u16 for a wide one),
+    /// channels padded to 4 with the zero point.
+    fn quantize_nhwc<T: Code>(
         &self,
         img: &[f32],
         h: usize,
         w: usize,
         planes: &mut Vec<u8>,
-        nhwc: &mut Vec<u8>,
+        nhwc: &mut Vec<T>,
     ) {
         let (c, c4, hw) = (self.geo.c, self.geo.c4(), h * w);
         // Quantize the planes as they lie (contiguous, vectorised), then interleave.
@@ -265,32 +296,32 @@ impl QConv {
             planes.iter_mut().for_each(|q| *q ^= 0x80);
         }
         let zero = self.zero_code();
-        interleave(planes, c, hw, zero, grown(nhwc, hw * c4, zero));
+        interleave(planes, c, hw, zero, grown(nhwc, hw * c4, T::from(zero)));
     }
 
     /// One row of `k` bytes per output pixel (`NR`-padded), out-of-image taps at the zero
     /// point (the quantized 0.0). Output rows of the image in parallel when `par`.
     #[allow(clippy::too_many_arguments)]
-    fn patches(
+    fn patches<T: Code>(
         &self,
-        nhwc: &[u8],
+        nhwc: &[T],
         h: usize,
         w: usize,
         oh: usize,
         ow: usize,
-        rows: &mut Vec<u8>,
+        rows: &mut Vec<T>,
         par: bool,
     ) {
         let g = &self.geo;
         let (c4, k) = (g.c4(), g.k());
         let pixels = (oh * ow).div_ceil(NR) * NR;
-        let zero = self.zero_code();
+        let zero = T::from(self.zero_code());
         // Every byte of the image's rows is written below (taps outside the image with the
         // zero point), so the buffer is only grown, never cleared: clearing it was a memset
         // of the whole patch matrix per layer. The `NR` padding rows past the image keep
         // whatever they held: their sums are computed and never stored.
         let rows = grown(rows, pixels * k, zero);
-        let line = |oy: usize, dst: &mut [u8]| {
+        let line = |oy: usize, dst: &mut [T]| {
             for (ox, row) in dst.chunks_exact_mut(k).enumerate() {
                 for (ky, taps) in row.chunks_exact_mut(g.kw * c4).enumerate() {
                     let iy = (oy * g.sh + ky) as isize - g.pads[0] as isize;
@@ -312,7 +343,7 @@ impl QConv {
                         head.fill(zero);
                     }
                     let from = &nhwc[src..src + len];
-                    if len <= 64 {
+                    if len * size_of::<T>() <= 64 {
                         // Few channels (the stem: 7 taps of 4 bytes): 4-byte moves the
                         // compiler inlines, where `copy_from_slice` of a run-time length
                         // is a memcpy call per tap row of every pixel.
@@ -344,7 +375,15 @@ impl QConv {
 
     /// Every (pixel tile, channel block) pair through the tile and the epilogue; pairs in
     /// parallel when `par`.
-    fn multiply(&self, rows: &[u8], pixels: usize, out: &mut [f32], par: bool) {
+    fn multiply<T: Sync, W: Sync>(
+        &self,
+        rows: &[T],
+        packed: &[W],
+        dot: fn(&[T], &[W], usize, &mut Acc),
+        pixels: usize,
+        out: &mut [f32],
+        par: bool,
+    ) {
         let k = self.geo.k();
         let blocks = self.geo.m.div_ceil(MB);
         let items = pixels.div_ceil(NR) * blocks;
@@ -352,10 +391,10 @@ impl QConv {
         // The tile buffer is made once per task, not per item: zeroing 1.5 KB per item was
         // a visible share of a run (a memset per 12 pixels × 32 channels). Every tile
         // writes all of it.
-        let item = |tile: &mut [[i32; MB]; NR], i: usize| {
+        let item = |tile: &mut Acc, i: usize| {
             let (p0, b) = ((i / blocks) * NR, i % blocks);
-            let w = &self.packed[b * MB * k..(b + 1) * MB * k];
-            (self.tile.dot)(&rows[p0 * k..(p0 + NR) * k], w, k, tile);
+            let w = &packed[b * MB * k..(b + 1) * MB * k];
+            dot(&rows[p0 * k..(p0 + NR) * k], w, k, tile);
             // SAFETY: `dst` is `out`, borrowed mutably for this whole call; item (p0, b)
             // writes only channels b·MB.. of pixels p0..p0+NR, which no other item writes.
             unsafe { self.store(tile, b * MB, p0, pixels, &dst) };
@@ -372,49 +411,36 @@ impl QConv {
         }
     }
 
-    /// Sums to floats across the 32 channels of each pixel (contiguous, vectorised; in
-    /// place, as the floats' bits, so no second buffer is zeroed), then the transposed
-    /// copy into the NCHW output.
+    /// The epilogue for channels `m0..m0 + MB` of pixels `p0..p0 + NR`.
     ///
     /// # Safety
     /// `out` must be valid for writes of `m · pixels` floats, and no other thread may
     /// touch the elements this tile writes.
-    unsafe fn store(
-        &self,
-        tile: &mut [[i32; MB]; NR],
-        m0: usize,
-        p0: usize,
-        pixels: usize,
-        out: &Out,
-    ) {
-        let ms = MB.min(self.geo.m - m0);
-        let ps = NR.min(pixels - p0);
-        let (s, b, z) = (
-            &self.scale[m0..m0 + MB],
-            &self.bias[m0..m0 + MB],
-            &self.zero_term[m0..m0 + MB],
-        );
-        let relu = if self.relu { 0.0 } else { f32::NEG_INFINITY };
-        for t in tile.iter_mut() {
-            for (((t, &s), &b), &z) in t.iter_mut().zip(s).zip(b).zip(z) {
-                *t = (s * (*t - z) as f32 + b).max(relu).to_bits() as i32;
-            }
-        }
-        assert!((m0 + ms) * pixels <= out.1);
-        for lane in 0..ms {
-            // SAFETY: in bounds (asserted above); exclusive per the caller's contract.
-            let dst =
-                unsafe { std::slice::from_raw_parts_mut(out.0.add((m0 + lane) * pixels + p0), ps) };
-            for (d, t) in dst.iter_mut().zip(tile.iter()) {
-                *d = f32::from_bits(t[lane] as u32);
-            }
-        }
+    unsafe fn store(&self, tile: &mut Acc, m0: usize, p0: usize, pixels: usize, out: &Out) {
+        let blk = Block {
+            scale: &self.scale[m0..m0 + MB],
+            bias: &self.bias[m0..m0 + MB],
+            zero_term: &self.zero_term[m0..m0 + MB],
+            floor: if self.relu { 0.0 } else { f32::NEG_INFINITY },
+        };
+        let channels = MB.min(self.geo.m - m0);
+        assert!((m0 + channels) * pixels <= out.1);
+        let dst = Dst {
+            // SAFETY: in bounds (asserted above).
+            ptr: unsafe { out.0.add(m0 * pixels + p0) },
+            stride: pixels,
+            channels,
+            pixels: NR.min(pixels - p0),
+        };
+        // SAFETY: rows m0.. of `out` from p0 on, `channels` × `dst.pixels` of them, are in
+        // bounds and exclusive to this tile (the caller's contract).
+        unsafe { (self.epilogue)(tile, blk, &dst) }
     }
 }
 
 /// The first `len` bytes of `buf`, grown with `fill` if it is shorter: scratch reused across
 /// layers and frames, whose contents the caller overwrites.
-fn grown(buf: &mut Vec<u8>, len: usize, fill: u8) -> &mut [u8] {
+fn grown<T: Copy>(buf: &mut Vec<T>, len: usize, fill: T) -> &mut [T] {
     if buf.len() < len {
         buf.resize(len, fill);
     }
@@ -488,7 +514,7 @@ pub fn fake_quantize(src: &[f32], scale: f32, zero: u8, dst: &mut [f32]) {
 
 /// `[c][hw]` planes to `[hw][c4]` pixels, four channels (one `u32`) per store; channels
 /// past `c` are `zero`.
-fn interleave(planes: &[u8], c: usize, hw: usize, zero: u8, nhwc: &mut [u8]) {
+fn interleave<T: Code>(planes: &[u8], c: usize, hw: usize, zero: u8, nhwc: &mut [T]) {
     let c4 = c.div_ceil(4) * 4;
     let pad = vec![zero; if c.is_multiple_of(4) { 0 } else { hw }];
     let plane = |ch: usize| {
@@ -509,17 +535,36 @@ fn interleave(planes: &[u8], c: usize, hw: usize, zero: u8, nhwc: &mut [u8]) {
             .chunks_exact_mut(c4)
             .map(|px| &mut px[4 * g..4 * g + 4]);
         for ((((o, &a), &b), &cc), &d) in px.zip(a).zip(b).zip(cc).zip(d) {
-            o.copy_from_slice(&[a, b, cc, d]);
+            o.copy_from_slice(&[a.into(), b.into(), cc.into(), d.into()]);
         }
     }
 }
 
-type Scratch = (Vec<u8>, Vec<u8>, Vec<u8>);
+/// A quantized code as a tile's rows hold it: a byte, or a u16 for [`Dot::Wide`].
+trait Code: Copy + From<u8> + Send + Sync {}
+impl Code for u8 {}
+impl Code for u16 {}
+
+/// The quantized planes, the NHWC input and the patch rows (bytes, and u16 for a wide
+/// tile), reused across runs: no allocation per frame once the largest layer has been seen.
+struct Scratch {
+    planes: Vec<u8>,
+    nhwc: Vec<u8>,
+    rows: Vec<u8>,
+    nhwc16: Vec<u16>,
+    rows16: Vec<u16>,
+}
 
 thread_local! {
-    // The NHWC input and the patch rows, reused across runs: no allocation per frame
-    // once the largest layer has been seen.
-    static SCRATCH: RefCell<Scratch> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+    static SCRATCH: RefCell<Scratch> = const {
+        RefCell::new(Scratch {
+            planes: Vec::new(),
+            nhwc: Vec::new(),
+            rows: Vec::new(),
+            nhwc16: Vec::new(),
+            rows16: Vec::new(),
+        })
+    };
 }
 
 #[cfg(test)]

@@ -9,15 +9,41 @@
 //!
 //! Packed weights are `[k / 4][MB][4]` per block for every tile: 4 consecutive `k` of one
 //! channel form one 32-bit lane, which is what `vpdpbusd` and an indexed `sdot` consume and
-//! what `smull` + `sadalp` reduce pairwise.
+//! what `smull` + `sadalp` reduce pairwise. The AVX2 tile is the exception ([`Dot::Wide`]):
+//! it multiplies int16 by int16, so it takes u16 rows and its own `[k / 2][MB][2]` i16
+//! packing ([`widen`]), both made before the inner loop instead of inside it.
 
 /// Output channels per weight block.
 pub const MB: usize = 32;
 /// Output pixels per tile.
 pub const NR: usize = 12;
 
-/// `tile[j][lane] = Σ_k rows[j·k + kk] · w[kk/4][lane][kk%4]`.
-pub type DotTile = fn(&[u8], &[i8], usize, &mut [[i32; MB]; NR]);
+/// The int32 sums of one tile: `NR` pixels × `MB` channels.
+pub type Acc = [[i32; MB]; NR];
+
+/// The inner loop, by the operand form it takes.
+#[derive(Clone, Copy)]
+pub enum Dot {
+    /// `tile[j][lane] = Σ_k rows[j·k + kk] · w[kk/4][lane][kk%4]`, byte rows and the shared
+    /// `[k / 4][MB][4]` i8 packing.
+    Bytes(fn(&[u8], &[i8], usize, &mut Acc)),
+    /// The same sums from u16 rows and the `[k / 2][MB][2]` i16 packing of [`widen`].
+    Wide(fn(&[u16], &[i16], usize, &mut Acc)),
+}
+
+/// One block's `[k / 4][MB][4]` i8 weights as the `[k / 2][MB][2]` i16 pairs of
+/// [`Dot::Wide`]: each 32-bit lane then holds one channel's two consecutive `k`, which is
+/// what `vpmaddwd` against a broadcast input pair sums into that channel's int32.
+pub fn widen(block: &[i8], k: usize) -> Vec<i16> {
+    let mut out = vec![0i16; MB * k];
+    for kk in 0..k {
+        for lane in 0..MB {
+            out[(kk / 2 * MB + lane) * 2 + kk % 2] =
+                block[(kk / 4 * MB + lane) * 4 + kk % 4] as i16;
+        }
+    }
+    out
+}
 
 /// One implementation of the inner loop.
 #[derive(Clone, Copy)]
@@ -25,7 +51,7 @@ pub struct Tile {
     pub name: &'static str,
     /// Rows hold `q - 128` as i8 bytes instead of the u8 codes.
     pub signed: bool,
-    pub dot: DotTile,
+    pub dot: Dot,
     /// Multiply-adds per image below which a layer runs on one thread: splitting it costs
     /// a wake-up of tract's pool (tens of microseconds on the 2-core host here, where
     /// `edge-runtime kernels` saw the VNNI tile's small layers run 2-3x slower on two
@@ -57,7 +83,7 @@ impl Tile {
     pub const PORTABLE: Tile = Tile {
         name: "portable",
         signed: false,
-        dot: portable,
+        dot: Dot::Bytes(portable),
         par_min_macs: 1 << 18,
     };
 
@@ -69,7 +95,7 @@ impl Tile {
             tiles.push(Tile {
                 name: "vnni",
                 signed: false,
-                dot: super::vnni::dot_tile,
+                dot: Dot::Bytes(super::vnni::dot_tile),
                 par_min_macs: 8 << 20,
             });
         }
@@ -78,7 +104,7 @@ impl Tile {
             tiles.push(Tile {
                 name: "avx2",
                 signed: false,
-                dot: super::avx2::dot_tile,
+                dot: Dot::Wide(super::avx2::dot_tile),
                 par_min_macs: 1 << 20,
             });
         }
@@ -88,14 +114,14 @@ impl Tile {
                 tiles.push(Tile {
                     name: "sdot",
                     signed: true,
-                    dot: super::arm64::sdot_tile,
+                    dot: Dot::Bytes(super::arm64::sdot_tile),
                     par_min_macs: 4 << 20,
                 });
             }
             tiles.push(Tile {
                 name: "smull",
                 signed: true,
-                dot: super::arm64::smull_tile,
+                dot: Dot::Bytes(super::arm64::smull_tile),
                 par_min_macs: 1 << 20,
             });
         }
@@ -125,7 +151,7 @@ impl Tile {
 
 /// Plain Rust that LLVM vectorises for whatever the target has (on arm64 without the tiles
 /// above: `sxtl` + `smlal`). The reference for every other tile.
-fn portable(rows: &[u8], w: &[i8], k: usize, tile: &mut [[i32; MB]; NR]) {
+fn portable(rows: &[u8], w: &[i8], k: usize, tile: &mut Acc) {
     for (j, acc) in tile.iter_mut().enumerate() {
         *acc = [0; MB];
         let row = &rows[j * k..(j + 1) * k];
@@ -153,11 +179,18 @@ pub(crate) mod tests {
 
     /// Runs `tile` on the codes `rows`, handing a signed tile the codes it expects and
     /// undoing its offset, so every tile answers in the portable tile's terms.
-    fn run(tile: Tile, rows: &[u8], w: &[i8], k: usize) -> [[i32; MB]; NR] {
+    fn run(tile: Tile, rows: &[u8], w: &[i8], k: usize) -> Acc {
         let mut out = [[0; MB]; NR];
+        let dot = |rows: &[u8], out: &mut Acc| match tile.dot {
+            Dot::Bytes(f) => f(rows, w, k, out),
+            Dot::Wide(f) => {
+                let rows: Vec<u16> = rows.iter().map(|&b| b as u16).collect();
+                f(&rows, &widen(w, k), k, out)
+            }
+        };
         if tile.signed {
             let flipped: Vec<u8> = rows.iter().map(|b| b ^ 0x80).collect();
-            (tile.dot)(&flipped, w, k, &mut out);
+            dot(&flipped, &mut out);
             for acc in &mut out {
                 for (lane, a) in acc.iter_mut().enumerate() {
                     let wsum: i32 = (0..k)
@@ -167,7 +200,7 @@ pub(crate) mod tests {
                 }
             }
         } else {
-            (tile.dot)(rows, w, k, &mut out);
+            dot(rows, &mut out);
         }
         out
     }
