@@ -240,6 +240,7 @@ impl QConv {
             }
             _ => None,
         };
+        let pool = pool.as_deref();
         SCRATCH.with(|s| {
             let s = &mut *s.borrow_mut();
             for (img, o) in x
@@ -248,33 +249,42 @@ impl QConv {
             {
                 match self.tile.dot {
                     Dot::Bytes(dot) => {
-                        let (nhwc, rows) = (&mut s.nhwc, &mut s.rows);
-                        self.quantize_nhwc(img, h, w, &mut s.planes, nhwc);
-                        let mut job = |par| {
-                            self.patches(nhwc, h, w, oh, ow, rows, par);
-                            self.multiply(rows, &self.packed, dot, oh * ow, o, par);
-                        };
-                        match &pool {
-                            Some(pool) => pool.install(|| job(true)),
-                            None => job(false),
-                        }
+                        let bufs = (&mut s.planes, &mut s.nhwc, &mut s.rows);
+                        self.image(img, (h, w), (oh, ow), bufs, &self.packed, dot, pool, o)
                     }
                     Dot::Wide(dot) => {
-                        let (nhwc, rows) = (&mut s.nhwc16, &mut s.rows16);
-                        self.quantize_nhwc(img, h, w, &mut s.planes, nhwc);
-                        let mut job = |par| {
-                            self.patches(nhwc, h, w, oh, ow, rows, par);
-                            self.multiply(rows, &self.wide, dot, oh * ow, o, par);
-                        };
-                        match &pool {
-                            Some(pool) => pool.install(|| job(true)),
-                            None => job(false),
-                        }
+                        let bufs = (&mut s.planes, &mut s.nhwc16, &mut s.rows16);
+                        self.image(img, (h, w), (oh, ow), bufs, &self.wide, dot, pool, o)
                     }
                 }
             }
         });
         true
+    }
+
+    /// One image through quantization, patches and the tile, in codes of type `T` (the
+    /// tile's row form) against weights `packed`; on `pool` when it is given.
+    #[allow(clippy::too_many_arguments)]
+    fn image<T: Code, W: Sync>(
+        &self,
+        img: &[f32],
+        (h, w): (usize, usize),
+        (oh, ow): (usize, usize),
+        (planes, nhwc, rows): (&mut Vec<u8>, &mut Vec<T>, &mut Vec<T>),
+        packed: &[W],
+        dot: fn(&[T], &[W], usize, &mut Acc),
+        pool: Option<&rayon::ThreadPool>,
+        out: &mut [f32],
+    ) {
+        self.quantize_nhwc(img, h, w, planes, nhwc);
+        let mut job = |par| {
+            self.patches(nhwc, h, w, oh, ow, rows, par);
+            self.multiply(rows, packed, dot, oh * ow, out, par);
+        };
+        match pool {
+            Some(pool) => pool.install(|| job(true)),
+            None => job(false),
+        }
     }
 
     /// `q(x)` as NHWC codes (`q - 128` for a signed tile; bytes, or u16 for a wide one),
