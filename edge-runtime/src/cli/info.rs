@@ -19,8 +19,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if f.convolutions > 0 {
         // stderr: stdout stays the contract's JSON.
         eprintln!(
-            "int8: {} convolutions on the edge runtime's integer kernel, {} quantize/dequantize pairs in one pass",
-            f.convolutions, f.pairs
+            "int8: {} convolutions on the edge runtime's integer kernel, {} quantize/dequantize pairs in their epilogues, {} in one pass",
+            f.convolutions, f.pairs_in_epilogues, f.pairs
         );
     }
     Ok(ExitCode::SUCCESS)

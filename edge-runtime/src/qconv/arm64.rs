@@ -1,7 +1,7 @@
 //! The arm64 tiles: `sdot` where the CPU has the dot-product extension (Cortex-A76, A78AE:
 //! Raspberry Pi 5, Jetson Orin), `smull` + `sadalp` on plain NEON (Cortex-A72: Pi 4).
 //!
-//! Both multiply i8 by i8, so the rows arrive as `q - 128` (see [`super::tile`]).
+//! Both multiply i8 by i8, so the input arrives as `q - 128` (see [`super::tile`]).
 //!
 //! Register budget (32 × 128-bit): the `sdot` micro-tile is 16 channels × 4 pixels, 16
 //! accumulators + 4 weight vectors + 4 pixel vectors (each pixel vector holds 16
@@ -13,29 +13,26 @@ use std::arch::aarch64::*;
 use std::arch::asm;
 use std::ptr::read_unaligned;
 
-use super::tile::{MB, NR};
+use super::tile::{Acc, Window, MB, NR};
 
 pub fn dotprod_available() -> bool {
     std::arch::is_aarch64_feature_detected!("dotprod")
 }
 
-fn check(rows: &[u8], w: &[i8], k: usize) {
-    assert!(rows.len() >= NR * k && w.len() >= MB * k && k.is_multiple_of(4));
-}
-
 /// Safe entry: NEON is part of the aarch64 baseline.
-pub fn smull_tile(rows: &[u8], w: &[i8], k: usize, tile: &mut [[i32; MB]; NR]) {
-    check(rows, w, k);
-    // SAFETY: bounds checked above; NEON is always present on aarch64.
-    unsafe { smull(rows.as_ptr(), w.as_ptr(), k, tile) }
+pub fn smull_tile(win: &Window<u8>, w: &[i8], tile: &mut Acc) {
+    win.check(w);
+    // SAFETY: the window's reads are in bounds (its `Patches` and the check above); NEON is always present.
+    unsafe { smull(win, w.as_ptr(), tile) }
 }
 
 /// Safe entry: only listed by [`super::tile::Tile::available`] when [`dotprod_available`].
-pub fn sdot_tile(rows: &[u8], w: &[i8], k: usize, tile: &mut [[i32; MB]; NR]) {
-    check(rows, w, k);
+pub fn sdot_tile(win: &Window<u8>, w: &[i8], tile: &mut Acc) {
+    win.check(w);
     assert!(dotprod_available());
-    // SAFETY: bounds checked above, the CPU has the dot-product extension.
-    unsafe { sdot(rows.as_ptr(), w.as_ptr(), k, tile) }
+    // SAFETY: the window's reads are in bounds (its `Patches` and the check above), the CPU has the
+    // dot-product extension.
+    unsafe { sdot(win, w.as_ptr(), tile) }
 }
 
 /// One step of 4 `k` for 16 channels × 2 pixels. A 16-byte weight vector holds 4 channels
@@ -44,33 +41,37 @@ pub fn sdot_tile(rows: &[u8], w: &[i8], k: usize, tile: &mut [[i32; MB]; NR]) {
 /// (|i8 · i8| ≤ 2^14, no `smlal` folding: two products of -128 · -128 would overflow i16),
 /// and `sadalp` adds neighbouring pairs into int32 lanes `(c k01, c k23, c+1 k01, c+1 k23)`.
 #[target_feature(enable = "neon")]
-unsafe fn smull(rp: *const u8, wp: *const i8, k: usize, tile: &mut [[i32; MB]; NR]) {
+unsafe fn smull(win: &Window<u8>, wp: *const i8, tile: &mut Acc) {
+    let (ip, pixels) = (win.input().as_ptr(), win.pixels());
     for half in 0..2 {
         for j0 in (0..NR).step_by(2) {
             let mut acc = [[vdupq_n_s32(0); 8]; 2];
-            // SAFETY (whole block): every read stays inside the checked `rows`/`w`: pixel
-            // rows j0, j0+1 < NR at offsets < k, weights `k / 4` steps of MB·4 bytes.
+            // SAFETY (whole block): `Patches::new` and `Window::check`: every pixel's tap run lies in the
+            // input, and the taps' `k / 4` steps of MB·4 weight bytes lie in the block.
             unsafe {
                 let mut w = wp.add(half * 64);
-                let (r0, r1) = (rp.add(j0 * k), rp.add((j0 + 1) * k));
-                for k4 in 0..k / 4 {
-                    let wv = [
-                        vld1q_s8(w),
-                        vld1q_s8(w.add(16)),
-                        vld1q_s8(w.add(32)),
-                        vld1q_s8(w.add(48)),
-                    ];
-                    w = w.add(MB * 4);
-                    let x = [
-                        read_unaligned(r0.add(k4 * 4) as *const i32),
-                        read_unaligned(r1.add(k4 * 4) as *const i32),
-                    ];
-                    for (a, &x) in acc.iter_mut().zip(&x) {
-                        let x = vreinterpretq_s8_s32(vdupq_n_s32(x));
-                        let xl = vget_low_s8(x);
-                        for (v, &wv) in wv.iter().enumerate() {
-                            a[2 * v] = vpadalq_s16(a[2 * v], vmull_s8(vget_low_s8(wv), xl));
-                            a[2 * v + 1] = vpadalq_s16(a[2 * v + 1], smull2(wv, x));
+                for &t in win.taps() {
+                    let r0 = ip.add(pixels[j0] + t);
+                    let r1 = ip.add(pixels[j0 + 1] + t);
+                    for c in (0..win.run()).step_by(4) {
+                        let wv = [
+                            vld1q_s8(w),
+                            vld1q_s8(w.add(16)),
+                            vld1q_s8(w.add(32)),
+                            vld1q_s8(w.add(48)),
+                        ];
+                        w = w.add(MB * 4);
+                        let x = [
+                            read_unaligned(r0.add(c) as *const i32),
+                            read_unaligned(r1.add(c) as *const i32),
+                        ];
+                        for (a, &x) in acc.iter_mut().zip(&x) {
+                            let x = vreinterpretq_s8_s32(vdupq_n_s32(x));
+                            let xl = vget_low_s8(x);
+                            for (v, &wv) in wv.iter().enumerate() {
+                                a[2 * v] = vpadalq_s16(a[2 * v], vmull_s8(vget_low_s8(wv), xl));
+                                a[2 * v + 1] = vpadalq_s16(a[2 * v + 1], smull2(wv, x));
+                            }
                         }
                     }
                 }
@@ -143,32 +144,36 @@ macro_rules! sdot_step {
 }
 
 #[target_feature(enable = "neon,dotprod")]
-unsafe fn sdot(rp: *const u8, wp: *const i8, k: usize, tile: &mut [[i32; MB]; NR]) {
-    let (k16, rest) = (k / 16, (k % 16) / 4);
+unsafe fn sdot(win: &Window<u8>, wp: *const i8, tile: &mut Acc) {
+    let (ip, pixels) = (win.input().as_ptr(), win.pixels());
+    let (k16, rest) = (win.run() / 16, (win.run() % 16) / 4);
     for half in 0..2 {
         for j0 in (0..NR).step_by(4) {
             let mut acc = [[vdupq_n_s32(0); 4]; 4];
-            // SAFETY (whole block): pixel rows j0..j0+4 ≤ NR, 16-byte reads end at
-            // 16·k16 ≤ k, 4-byte ones at k; weight reads `k / 4` steps of MB·4 bytes.
+            // SAFETY (whole block): `Patches::new` and `Window::check`: every pixel's tap run lies in the
+            // input (16-byte reads end at 16·k16 ≤ run, 4-byte ones at run), and the taps'
+            // `k / 4` steps of MB·4 weight bytes lie in the block.
             unsafe {
-                let w0 = wp.add(half * 64);
-                let row = |p: usize| rp.add((j0 + p) * k) as *const i8;
-                for i in 0..k16 {
-                    let x = [0, 1, 2, 3].map(|p| vld1q_s8(row(p).add(16 * i)));
-                    let w = w0.add(4 * i * MB * 4);
-                    sdot_step!(acc, w, x, 0);
-                    sdot_step!(acc, w.add(MB * 4), x, 1);
-                    sdot_step!(acc, w.add(2 * MB * 4), x, 2);
-                    sdot_step!(acc, w.add(3 * MB * 4), x, 3);
-                }
-                for r in 0..rest {
-                    let k4 = 4 * k16 + r;
-                    let x = [0, 1, 2, 3].map(|p| {
-                        vreinterpretq_s8_s32(vdupq_n_s32(read_unaligned(
-                            row(p).add(4 * k4) as *const i32
-                        )))
-                    });
-                    sdot_step!(acc, w0.add(k4 * MB * 4), x, 0);
+                let mut w0 = wp.add(half * 64);
+                for &t in win.taps() {
+                    let row = |p: usize| ip.add(pixels[j0 + p] + t) as *const i8;
+                    for i in 0..k16 {
+                        let x = [0, 1, 2, 3].map(|p| vld1q_s8(row(p).add(16 * i)));
+                        sdot_step!(acc, w0, x, 0);
+                        sdot_step!(acc, w0.add(MB * 4), x, 1);
+                        sdot_step!(acc, w0.add(2 * MB * 4), x, 2);
+                        sdot_step!(acc, w0.add(3 * MB * 4), x, 3);
+                        w0 = w0.add(4 * MB * 4);
+                    }
+                    for r in 0..rest {
+                        let x = [0, 1, 2, 3].map(|p| {
+                            vreinterpretq_s8_s32(vdupq_n_s32(read_unaligned(
+                                row(p).add(16 * k16 + 4 * r) as *const i32,
+                            )))
+                        });
+                        sdot_step!(acc, w0, x, 0);
+                        w0 = w0.add(MB * 4);
+                    }
                 }
                 for (p, a) in acc.iter().enumerate() {
                     let t = &mut tile[j0 + p][half * 16..half * 16 + 16];

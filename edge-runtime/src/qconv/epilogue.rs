@@ -1,11 +1,14 @@
 //! int32 tile sums to the NCHW float output: `relu?(scale · (sum - zero_term) + bias)`,
-//! transposed, since a tile holds pixels × channels and the output is channels × pixels.
+//! transposed, since a tile holds pixels × channels and the output is channels × pixels;
+//! then, when the convolution's only reader was a quantize/dequantize pair, rounded to that
+//! pair's grid ([`Requant`]), so the pair's own pass over the output is gone.
 //!
 //! The plain loop ([`store`]) converts in place across channels (vectorised) and then
 //! copies element by element down the channels: that copy was 19 % of an int8 run on the
 //! AVX-512 host (perf, docs/measurements.md). [`avx512`] transposes in registers and writes
 //! each channel's pixels with one masked store. Both do the same float operations in the
 //! same order (multiply, then add: no fused multiply-add), so their outputs are identical.
+pub use super::grid::Requant;
 use super::tile::{Acc, MB, NR};
 
 /// One block's per-channel constants, `MB` of each.
@@ -16,6 +19,8 @@ pub struct Block<'a> {
     pub zero_term: &'a [i32],
     /// 0.0 for a fused relu, `-inf` without one.
     pub floor: f32,
+    /// The grid of a quantize/dequantize pair fused after the relu.
+    pub requant: Option<Requant>,
 }
 
 /// Where one tile lands: `channels` rows (≤ `MB`) of `pixels` floats (≤ `NR`), `stride`
@@ -52,7 +57,8 @@ pub unsafe fn store(tile: &mut Acc, blk: Block, dst: &Dst) {
     // In place, as the floats' bits, so no second buffer is zeroed.
     for t in tile.iter_mut() {
         for (((t, &s), &b), &z) in t.iter_mut().zip(s).zip(b).zip(z) {
-            *t = (s * (*t - z) as f32 + b).max(blk.floor).to_bits() as i32;
+            let v = (s * (*t - z) as f32 + b).max(blk.floor);
+            *t = blk.requant.map_or(v, |q| q.apply(v)).to_bits() as i32;
         }
     }
     for lane in 0..dst.channels.min(MB) {
@@ -69,6 +75,7 @@ pub unsafe fn store(tile: &mut Acc, blk: Block, dst: &Dst) {
 #[cfg(target_arch = "x86_64")]
 pub mod avx512 {
     use super::{Acc, Block, Dst, MB, NR};
+    use crate::qconv::grid::avx512::Grid;
     use std::arch::x86_64::*;
 
     /// The AVX-512 epilogue: per 16 channels, 12 pixel rows converted, transposed as a
@@ -106,6 +113,12 @@ pub mod avx512 {
                 let v = unsafe { _mm512_loadu_si512(t.as_ptr().add(c0) as *const _) };
                 let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(v, z));
                 *r = _mm512_max_ps(_mm512_add_ps(_mm512_mul_ps(s, v), b), floor);
+            }
+            if let Some(q) = blk.requant {
+                let grid = Grid::new(q);
+                for r in &mut r {
+                    *r = grid.apply(*r);
+                }
             }
             let cols = transpose(r);
             for (c, col) in cols.iter().enumerate().take(dst.channels - c0) {
@@ -158,7 +171,14 @@ mod tests {
 
     /// Runs `f` on a random tile into a buffer of `channels` rows of `stride` floats,
     /// sentinel-filled, and returns the buffer.
-    fn run(f: Store, seed: u64, channels: usize, pixels: usize, relu: bool) -> Vec<u32> {
+    fn run(
+        f: Store,
+        seed: u64,
+        channels: usize,
+        pixels: usize,
+        relu: bool,
+        requant: Option<Requant>,
+    ) -> Vec<u32> {
         let mut state = seed;
         let mut next = move || {
             state = state
@@ -180,6 +200,7 @@ mod tests {
             bias: &bias,
             zero_term: &zero_term,
             floor: if relu { 0.0 } else { f32::NEG_INFINITY },
+            requant,
         };
         let dst = Dst {
             ptr: out.as_mut_ptr(),
@@ -195,6 +216,14 @@ mod tests {
     #[test]
     fn every_epilogue_matches_the_portable_one_bit_for_bit() {
         let picked = pick();
+        // Grids from fine (values round often) to coarse (many saturate), zero points at
+        // both ends.
+        let grids = [
+            None,
+            Some(Requant::new(0.013, 0)),
+            Some(Requant::new(0.0021, 128)),
+            Some(Requant::new(0.5, 255)),
+        ];
         for (seed, channels, pixels, relu) in [
             (1, MB, NR, true),
             (2, MB, NR, false),
@@ -203,22 +232,48 @@ mod tests {
             (5, MB, 1, true),
             (6, 16, 12, false),
         ] {
-            let want = run(store, seed, channels, pixels, relu);
-            // The sentinel survives outside the written rectangle.
-            let stride = NR + 3;
-            for (i, &v) in want.iter().enumerate() {
-                let inside = i / stride < channels && i % stride < pixels;
-                assert_eq!(v == 0xDEAD_BEEF, !inside, "element {i}");
+            for requant in grids {
+                let want = run(store, seed, channels, pixels, relu, requant);
+                // The sentinel survives outside the written rectangle.
+                let stride = NR + 3;
+                for (i, &v) in want.iter().enumerate() {
+                    let inside = i / stride < channels && i % stride < pixels;
+                    assert_eq!(v == 0xDEAD_BEEF, !inside, "element {i}");
+                }
+                assert_eq!(
+                    run(picked, seed, channels, pixels, relu, requant),
+                    want,
+                    "seed {seed} {requant:?}"
+                );
+                #[cfg(target_arch = "x86_64")]
+                if std::is_x86_feature_detected!("avx512f") {
+                    let got = run(avx512::store, seed, channels, pixels, relu, requant);
+                    assert_eq!(got, want, "avx512, seed {seed} {requant:?}");
+                }
             }
-            assert_eq!(
-                run(picked, seed, channels, pixels, relu),
-                want,
-                "seed {seed}"
-            );
-            #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("avx512f") {
-                let got = run(avx512::store, seed, channels, pixels, relu);
-                assert_eq!(got, want, "avx512, seed {seed}");
+        }
+    }
+
+    /// The fused grid is the separate pass's: the same bits as `fake_quantize` of the
+    /// epilogue's plain output.
+    #[test]
+    fn the_fused_grid_is_the_fake_quantize_pass() {
+        for (seed, relu) in [(7, true), (8, false)] {
+            for zero in [0u8, 77, 255] {
+                let q = Requant::new(0.0037, zero);
+                let plain: Vec<f32> = run(store, seed, MB, NR, relu, None)
+                    .into_iter()
+                    .map(f32::from_bits)
+                    .collect();
+                let mut want = vec![0f32; plain.len()];
+                crate::qconv::grid::fake_quantize(&plain, q.scale, zero, &mut want);
+                let got = run(pick(), seed, MB, NR, relu, Some(q));
+                let stride = NR + 3;
+                for (i, (&g, w)) in got.iter().zip(&want).enumerate() {
+                    if i % stride < NR {
+                        assert_eq!(g, w.to_bits(), "element {i}, zero {zero}");
+                    }
+                }
             }
         }
     }

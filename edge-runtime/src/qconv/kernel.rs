@@ -4,8 +4,8 @@
 //! quantize/dequantize pair around it, and a `QLinearConv` as im2col + an i8 matmul + a
 //! chain of separate requantization ops; both are slower than its fp32 plan on x86
 //! (docs/measurements.md, section "int8"). This kernel packs the weights once at load, lays the
-//! quantized input out as NHWC bytes so that each output pixel's patch is a few memcpys,
-//! and multiplies with AVX-512 VNNI (`vpdpbusd`: 64 u8·i8 products per instruction, 4x the
+//! quantized input out as padded NHWC bytes so that each output pixel's patch is, tap by
+//! tap, a run of contiguous channels the tile reads in place, and multiplies with AVX-512 VNNI (`vpdpbusd`: 64 u8·i8 products per instruction, 4x the
 //! multiply-adds of an fp32 FMA) where the CPU has it, else with a portable loop that the
 //! compiler vectorises.
 //!
@@ -13,11 +13,13 @@
 //! - `k` runs over `(ky, kx, c)` with `c` padded to a multiple of 4, so that 4
 //!   consecutive `k` are 4 channels of one tap (one `u32` of the NHWC input);
 //! - packed weights: `[m / MB][k / 4][MB][4]` (`MB` = 32 output channels, zero-padded);
-//! - patches ("rows"): `[pixel][k]`, `NR` pixels per tile.
+//! - input: `[h + pad_top + pad_bottom][w + pad_left + pad_right][c4]`, the border at the
+//!   zero point (the quantized 0.0), so no tap needs a bounds check.
 use std::cell::RefCell;
 
 use super::epilogue::{self, Block, Dst, Store};
-use super::tile::{widen, Acc, Dot, Tile, UnknownTile, MB, NR};
+use super::grid::{quantize, Requant};
+use super::tile::{widen, Acc, Dot, Patches, Tile, UnknownTile, Window, MB, NR};
 
 /// Geometry of a 2-D convolution (NCHW input, OIHW weights, group 1, dilation 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,12 +71,14 @@ pub struct QConv {
     /// Per output channel: `Σ_k w[m, k]`.
     wsum: Vec<i32>,
     /// Per output channel: what the tile's raw sum exceeds `Σ (q - x_zero) · w` by:
-    /// `(x_zero - offset) · Σ_k w[m, k]`, where the tile's rows hold `q - offset`.
+    /// `(x_zero - offset) · Σ_k w[m, k]`, where the tile's input holds `q - offset`.
     zero_term: Vec<i32>,
     /// Per output channel: `x_scale · w_scale[m]`.
     scale: Vec<f32>,
     bias: Vec<f32>,
     relu: bool,
+    /// The grid of a quantize/dequantize pair that read only this convolution's output.
+    requant: Option<Requant>,
     tile: Tile,
     epilogue: Store,
 }
@@ -92,6 +96,8 @@ pub enum PackError {
     },
     #[error("the input scale {0} is not a positive finite number")]
     Scale(String),
+    #[error("the output grid's scale {0} is not a positive finite number")]
+    OutScale(String),
     #[error(transparent)]
     Tile(#[from] UnknownTile),
 }
@@ -173,11 +179,26 @@ impl QConv {
             scale,
             bias,
             relu,
+            requant: None,
             tile: Tile::PORTABLE,
             epilogue: epilogue::pick(),
         };
         conv.set_tile(tile);
         Ok(conv)
+    }
+
+    /// Rounds the output to the uint8 grid `(scale, zero)`, as
+    /// `DequantizeLinear(QuantizeLinear(y, scale, zero))` after the convolution would.
+    pub fn with_requant(mut self, scale: f32, zero: u8) -> Result<Self, PackError> {
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(PackError::OutScale(scale.to_string()));
+        }
+        self.requant = Some(Requant::new(scale, zero));
+        Ok(self)
+    }
+
+    pub fn requant(&self) -> Option<Requant> {
+        self.requant
     }
 
     /// Runs on `tile` from now on.
@@ -247,14 +268,17 @@ impl QConv {
                 .chunks_exact(g.c * h * w)
                 .zip(out.chunks_exact_mut(g.m * oh * ow))
             {
+                let pw = w + g.pads[1] + g.pads[3];
+                window_offsets(g, pw, (oh, ow), &mut s.taps, &mut s.starts);
+                let at = (&s.taps[..], &s.starts[..]);
                 match self.tile.dot {
                     Dot::Bytes(dot) => {
-                        let bufs = (&mut s.planes, &mut s.nhwc, &mut s.rows);
-                        self.image(img, (h, w), (oh, ow), bufs, &self.packed, dot, pool, o)
+                        let bufs = (&mut s.planes, &mut s.nhwc);
+                        self.image(img, (h, w), oh * ow, bufs, at, &self.packed, dot, pool, o)
                     }
                     Dot::Wide(dot) => {
-                        let bufs = (&mut s.planes, &mut s.nhwc16, &mut s.rows16);
-                        self.image(img, (h, w), (oh, ow), bufs, &self.wide, dot, pool, o)
+                        let bufs = (&mut s.planes, &mut s.nhwc16);
+                        self.image(img, (h, w), oh * ow, bufs, at, &self.wide, dot, pool, o)
                     }
                 }
             }
@@ -262,33 +286,40 @@ impl QConv {
         true
     }
 
-    /// One image through quantization, patches and the tile, in codes of type `T` (the
-    /// tile's row form) against weights `packed`; on `pool` when it is given.
+    /// One image through quantization and the tile, in codes of type `T` (the tile's
+    /// input form) against weights `packed`, with the window offsets `(taps, starts)` of
+    /// [`window_offsets`]; on `pool` when it is given.
     #[allow(clippy::too_many_arguments)]
     fn image<T: Code, W: Sync>(
         &self,
         img: &[f32],
         (h, w): (usize, usize),
-        (oh, ow): (usize, usize),
-        (planes, nhwc, rows): (&mut Vec<u8>, &mut Vec<T>, &mut Vec<T>),
+        pixels: usize,
+        (planes, nhwc): (&mut Vec<u8>, &mut Vec<T>),
+        (taps, starts): (&[usize], &[usize]),
         packed: &[W],
-        dot: fn(&[T], &[W], usize, &mut Acc),
+        dot: fn(&Window<T>, &[W], &mut Acc),
         pool: Option<&rayon::ThreadPool>,
         out: &mut [f32],
     ) {
         self.quantize_nhwc(img, h, w, planes, nhwc);
-        let mut job = |par| {
-            self.patches(nhwc, h, w, oh, ow, rows, par);
-            self.multiply(rows, packed, dot, oh * ow, out, par);
+        let patches = Patches::new(&nhwc[..], starts, taps, self.geo.c4());
+        let block = MB * self.geo.k();
+        let tile = |p0: usize, b: usize, acc: &mut Acc| {
+            dot(
+                &patches.window(p0),
+                &packed[b * block..(b + 1) * block],
+                acc,
+            )
         };
         match pool {
-            Some(pool) => pool.install(|| job(true)),
-            None => job(false),
+            Some(pool) => pool.install(|| self.multiply(tile, pixels, out, true)),
+            None => self.multiply(tile, pixels, out, false),
         }
     }
 
-    /// `q(x)` as NHWC codes (`q - 128` for a signed tile; bytes, or u16 for a wide one),
-    /// channels padded to 4 with the zero point.
+    /// `q(x)` as padded NHWC codes (`q - 128` for a signed tile; bytes, or u16 for a wide
+    /// one), channels padded to 4 and the border filled with the zero point.
     fn quantize_nhwc<T: Code>(
         &self,
         img: &[f32],
@@ -297,117 +328,42 @@ impl QConv {
         planes: &mut Vec<u8>,
         nhwc: &mut Vec<T>,
     ) {
-        let (c, c4, hw) = (self.geo.c, self.geo.c4(), h * w);
+        let g = &self.geo;
+        let (ph, pw) = (h + g.pads[0] + g.pads[2], w + g.pads[1] + g.pads[3]);
         // Quantize the planes as they lie (contiguous, vectorised), then interleave.
-        // Every byte of both buffers is written below: grow them, never clear them.
-        let planes = grown(planes, c * hw, 0);
+        // Every element of both buffers is written below: grow them, never clear them.
+        let planes = grown(planes, g.c * h * w, 0);
         quantize(img, self.x_scale, self.x_zero, planes);
         if self.tile.signed {
             planes.iter_mut().for_each(|q| *q ^= 0x80);
         }
         let zero = self.zero_code();
-        interleave(planes, c, hw, zero, grown(nhwc, hw * c4, T::from(zero)));
+        let nhwc = grown(nhwc, ph * pw * g.c4(), T::from(zero));
+        interleave(planes, g.c, (h, w), g.pads, zero, nhwc);
     }
 
-    /// One row of `k` bytes per output pixel (`NR`-padded), out-of-image taps at the zero
-    /// point (the quantized 0.0). Output rows of the image in parallel when `par`.
-    #[allow(clippy::too_many_arguments)]
-    fn patches<T: Code>(
+    /// Every (pixel tile, channel block) pair through `tile` (which fills the sums of
+    /// pixels `p0..p0 + NR` in channel block `b`) and the epilogue; pairs in parallel when
+    /// `par`.
+    fn multiply(
         &self,
-        nhwc: &[T],
-        h: usize,
-        w: usize,
-        oh: usize,
-        ow: usize,
-        rows: &mut Vec<T>,
-        par: bool,
-    ) {
-        let g = &self.geo;
-        let (c4, k) = (g.c4(), g.k());
-        let pixels = (oh * ow).div_ceil(NR) * NR;
-        let zero = T::from(self.zero_code());
-        // Every byte of the image's rows is written below (taps outside the image with the
-        // zero point), so the buffer is only grown, never cleared: clearing it was a memset
-        // of the whole patch matrix per layer. The `NR` padding rows past the image keep
-        // whatever they held: their sums are computed and never stored.
-        let rows = grown(rows, pixels * k, zero);
-        let line = |oy: usize, dst: &mut [T]| {
-            for (ox, row) in dst.chunks_exact_mut(k).enumerate() {
-                for (ky, taps) in row.chunks_exact_mut(g.kw * c4).enumerate() {
-                    let iy = (oy * g.sh + ky) as isize - g.pads[0] as isize;
-                    // Taps with ix in the image form one contiguous run of the NHWC row.
-                    let x0 = (ox * g.sw) as isize - g.pads[1] as isize;
-                    let first = ((-x0).max(0) as usize).min(g.kw);
-                    let last = ((w as isize - x0).min(g.kw as isize)).max(0) as usize;
-                    if iy < 0 || iy >= h as isize || first >= last {
-                        taps.fill(zero);
-                        continue;
-                    }
-                    let src = (iy as usize * w + (x0 + first as isize) as usize) * c4;
-                    let len = (last - first) * c4;
-                    // Fills only where there is padding: an empty `fill` is still a
-                    // memset call, once per tap row of every pixel.
-                    let (head, rest) = taps.split_at_mut(first * c4);
-                    let (body, tail) = rest.split_at_mut(len);
-                    if !head.is_empty() {
-                        head.fill(zero);
-                    }
-                    let from = &nhwc[src..src + len];
-                    if len * size_of::<T>() <= 64 {
-                        // Few channels (the stem: 7 taps of 4 bytes): 4-byte moves the
-                        // compiler inlines, where `copy_from_slice` of a run-time length
-                        // is a memcpy call per tap row of every pixel.
-                        for (d, s) in body.chunks_exact_mut(4).zip(from.chunks_exact(4)) {
-                            d.copy_from_slice(s);
-                        }
-                    } else {
-                        body.copy_from_slice(from);
-                    }
-                    if !tail.is_empty() {
-                        tail.fill(zero);
-                    }
-                }
-            }
-        };
-        if par {
-            use rayon::prelude::*;
-            rows[..oh * ow * k]
-                .par_chunks_exact_mut(ow * k)
-                .enumerate()
-                .for_each(|(oy, dst)| line(oy, dst));
-        } else {
-            rows[..oh * ow * k]
-                .chunks_exact_mut(ow * k)
-                .enumerate()
-                .for_each(|(oy, dst)| line(oy, dst));
-        }
-    }
-
-    /// Every (pixel tile, channel block) pair through the tile and the epilogue; pairs in
-    /// parallel when `par`.
-    fn multiply<T: Sync, W: Sync>(
-        &self,
-        rows: &[T],
-        packed: &[W],
-        dot: fn(&[T], &[W], usize, &mut Acc),
+        tile: impl Fn(usize, usize, &mut Acc) + Sync,
         pixels: usize,
         out: &mut [f32],
         par: bool,
     ) {
-        let k = self.geo.k();
         let blocks = self.geo.m.div_ceil(MB);
         let items = pixels.div_ceil(NR) * blocks;
         let dst = Out(out.as_mut_ptr(), out.len());
         // The tile buffer is made once per task, not per item: zeroing 1.5 KB per item was
         // a visible share of a run (a memset per 12 pixels × 32 channels). Every tile
         // writes all of it.
-        let item = |tile: &mut Acc, i: usize| {
+        let item = |acc: &mut Acc, i: usize| {
             let (p0, b) = ((i / blocks) * NR, i % blocks);
-            let w = &packed[b * MB * k..(b + 1) * MB * k];
-            dot(&rows[p0 * k..(p0 + NR) * k], w, k, tile);
+            tile(p0, b, acc);
             // SAFETY: `dst` is `out`, borrowed mutably for this whole call; item (p0, b)
             // writes only channels b·MB.. of pixels p0..p0+NR, which no other item writes.
-            unsafe { self.store(tile, b * MB, p0, pixels, &dst) };
+            unsafe { self.store(acc, b * MB, p0, pixels, &dst) };
         };
         if par && items > PAR_MIN_ITEMS {
             use rayon::prelude::*;
@@ -416,8 +372,8 @@ impl QConv {
                 .with_min_len(PAR_MIN_ITEMS)
                 .for_each_init(|| [[0i32; MB]; NR], item);
         } else {
-            let mut tile = [[0i32; MB]; NR];
-            (0..items).for_each(|i| item(&mut tile, i));
+            let mut acc = [[0i32; MB]; NR];
+            (0..items).for_each(|i| item(&mut acc, i));
         }
     }
 
@@ -432,6 +388,7 @@ impl QConv {
             bias: &self.bias[m0..m0 + MB],
             zero_term: &self.zero_term[m0..m0 + MB],
             floor: if self.relu { 0.0 } else { f32::NEG_INFINITY },
+            requant: self.requant,
         };
         let channels = MB.min(self.geo.m - m0);
         assert!((m0 + channels) * pixels <= out.1);
@@ -465,104 +422,94 @@ struct Out(*mut f32, usize);
 unsafe impl Sync for Out {}
 unsafe impl Send for Out {}
 
-/// Adding 1.5·2^23 to an f32 of magnitude < 2^22 rounds it to an integer, half to even
-/// (the default rounding mode), and leaves that integer in the low mantissa bits: no
-/// float-to-int conversion and no libm call (`round_ties_even` is `rintf` on x86-64
-/// without SSE4.1, and was 12 % of a run), so the loops below vectorise.
-const ROUND: f32 = 12_582_912.0;
-const ROUND_BITS: i32 = 0x4B40_0000;
-
-/// `round(clamp(x / scale, lo, hi)) + ROUND` (`max`/`min` send NaN to `lo`).
-#[inline(always)]
-fn rounded(x: f32, scale: f32, lo: f32, hi: f32) -> f32 {
-    (x / scale).max(lo).min(hi) + ROUND
+/// Where each tap and each output pixel's patch start in the padded NHWC input of width
+/// `pw` (in codes): `taps` in the packed weights' `(ky, kx)` order, `starts` one per output
+/// pixel and `NR`-padded (the padding pixels read pixel 0's patch: their sums are computed
+/// and never stored).
+fn window_offsets(
+    g: &Geometry,
+    pw: usize,
+    (oh, ow): (usize, usize),
+    taps: &mut Vec<usize>,
+    starts: &mut Vec<usize>,
+) {
+    let c4 = g.c4();
+    // Plain loops: `extend` over a `flat_map` did not vectorise and was 1.5 % of a run.
+    taps.clear();
+    for ky in 0..g.kh {
+        for kx in 0..g.kw {
+            taps.push((ky * pw + kx) * c4);
+        }
+    }
+    starts.clear();
+    starts.resize((oh * ow).div_ceil(NR) * NR, 0);
+    for (oy, line) in starts.chunks_mut(ow).take(oh).enumerate() {
+        let first = oy * g.sh * pw * c4;
+        for (ox, s) in line.iter_mut().enumerate() {
+            *s = first + ox * g.sw * c4;
+        }
+    }
 }
 
-/// ONNX `QuantizeLinear` to uint8: `clamp(round(x / scale) + zero, 0, 255)` (clamping
-/// before adding the zero point is the same: the bounds are integers).
-pub fn quantize(src: &[f32], scale: f32, zero: u8, dst: &mut [u8]) {
-    #[inline(always)]
-    fn body(src: &[f32], scale: f32, zero: u8, dst: &mut [u8]) {
-        let (lo, hi) = (-(zero as f32), 255.0 - zero as f32);
-        let z = zero as i32 - ROUND_BITS;
-        for (d, &x) in dst.iter_mut().zip(src) {
-            *d = (rounded(x, scale, lo, hi).to_bits() as i32 + z) as u8;
-        }
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
-        #[target_feature(enable = "avx512f")]
-        fn wide(src: &[f32], scale: f32, zero: u8, dst: &mut [u8]) {
-            body(src, scale, zero, dst)
-        }
-        // SAFETY: the CPU has AVX-512F.
-        return unsafe { wide(src, scale, zero, dst) };
-    }
-    body(src, scale, zero, dst)
-}
-
-/// `DequantizeLinear(QuantizeLinear(x))`: `x` rounded to its uint8 grid, in float.
-pub fn fake_quantize(src: &[f32], scale: f32, zero: u8, dst: &mut [f32]) {
-    #[inline(always)]
-    fn body(src: &[f32], scale: f32, zero: u8, dst: &mut [f32]) {
-        let (lo, hi) = (-(zero as f32), 255.0 - zero as f32);
-        for (d, &x) in dst.iter_mut().zip(src) {
-            *d = (rounded(x, scale, lo, hi) - ROUND) * scale;
-        }
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
-        #[target_feature(enable = "avx512f")]
-        fn wide(src: &[f32], scale: f32, zero: u8, dst: &mut [f32]) {
-            body(src, scale, zero, dst)
-        }
-        // SAFETY: the CPU has AVX-512F.
-        return unsafe { wide(src, scale, zero, dst) };
-    }
-    body(src, scale, zero, dst)
-}
-
-/// `[c][hw]` planes to `[hw][c4]` pixels, four channels (one `u32`) per store; channels
-/// past `c` are `zero`.
-fn interleave<T: Code>(planes: &[u8], c: usize, hw: usize, zero: u8, nhwc: &mut [T]) {
+/// `[c][h][w]` planes to the `[ph][pw][c4]` padded pixels, four channels (one `u32`) per
+/// store; channels past `c` and the border of `pads` (top, left, bottom, right) are `zero`.
+/// Writes every element of `nhwc`.
+fn interleave<T: Code>(
+    planes: &[u8],
+    c: usize,
+    (h, w): (usize, usize),
+    pads: [usize; 4],
+    zero: u8,
+    nhwc: &mut [T],
+) {
     let c4 = c.div_ceil(4) * 4;
-    let pad = vec![zero; if c.is_multiple_of(4) { 0 } else { hw }];
-    let plane = |ch: usize| {
-        if ch < c {
-            &planes[ch * hw..(ch + 1) * hw]
-        } else {
-            &pad[..]
-        }
-    };
-    for g in 0..c4 / 4 {
-        let (a, b, cc, d) = (
-            plane(4 * g),
-            plane(4 * g + 1),
-            plane(4 * g + 2),
-            plane(4 * g + 3),
-        );
-        let px = nhwc
-            .chunks_exact_mut(c4)
-            .map(|px| &mut px[4 * g..4 * g + 4]);
-        for ((((o, &a), &b), &cc), &d) in px.zip(a).zip(b).zip(cc).zip(d) {
-            o.copy_from_slice(&[a.into(), b.into(), cc.into(), d.into()]);
+    let line = (w + pads[1] + pads[3]) * c4;
+    let (top, rest) = nhwc.split_at_mut(pads[0] * line);
+    let (body, bottom) = rest.split_at_mut(h * line);
+    top.fill(T::from(zero));
+    bottom.fill(T::from(zero));
+    let pad = vec![zero; if c.is_multiple_of(4) { 0 } else { w }];
+    for (y, row) in body.chunks_exact_mut(line).enumerate() {
+        let (left, rest) = row.split_at_mut(pads[1] * c4);
+        let (px, right) = rest.split_at_mut(w * c4);
+        left.fill(T::from(zero));
+        right.fill(T::from(zero));
+        let plane = |ch: usize| {
+            if ch < c {
+                &planes[(ch * h + y) * w..(ch * h + y + 1) * w]
+            } else {
+                &pad[..]
+            }
+        };
+        for g in 0..c4 / 4 {
+            let (a, b, cc, d) = (
+                plane(4 * g),
+                plane(4 * g + 1),
+                plane(4 * g + 2),
+                plane(4 * g + 3),
+            );
+            let px = px.chunks_exact_mut(c4).map(|px| &mut px[4 * g..4 * g + 4]);
+            for ((((o, &a), &b), &cc), &d) in px.zip(a).zip(b).zip(cc).zip(d) {
+                o.copy_from_slice(&[a.into(), b.into(), cc.into(), d.into()]);
+            }
         }
     }
 }
 
-/// A quantized code as a tile's rows hold it: a byte, or a u16 for [`Dot::Wide`].
+/// A quantized code as a tile's input holds it: a byte, or a u16 for [`Dot::Wide`].
 trait Code: Copy + From<u8> + Send + Sync {}
 impl Code for u8 {}
 impl Code for u16 {}
 
-/// The quantized planes, the NHWC input and the patch rows (bytes, and u16 for a wide
-/// tile), reused across runs: no allocation per frame once the largest layer has been seen.
+/// The quantized planes, the padded NHWC input (bytes, and u16 for a wide tile) and the
+/// window offsets, reused across runs: no allocation per frame once the largest layer has
+/// been seen.
 struct Scratch {
     planes: Vec<u8>,
     nhwc: Vec<u8>,
-    rows: Vec<u8>,
     nhwc16: Vec<u16>,
-    rows16: Vec<u16>,
+    taps: Vec<usize>,
+    starts: Vec<usize>,
 }
 
 thread_local! {
@@ -570,9 +517,9 @@ thread_local! {
         RefCell::new(Scratch {
             planes: Vec::new(),
             nhwc: Vec::new(),
-            rows: Vec::new(),
             nhwc16: Vec::new(),
-            rows16: Vec::new(),
+            taps: Vec::new(),
+            starts: Vec::new(),
         })
     };
 }
@@ -581,6 +528,7 @@ thread_local! {
 mod tests {
     use super::*;
 
+    use crate::qconv::grid::fake_quantize;
     use crate::qconv::tile::tests::lcg;
     use tract_linalg::multithread::{multithread_tract_scope, Executor};
 
@@ -698,67 +646,74 @@ mod tests {
         check(g(5, 7, 3, 1, 0), 1, 5, 6, 255, false, 5);
     }
 
-    /// ONNX QuantizeLinear, written out: divide, round half to even, add, saturate.
-    fn onnx_quantize(x: f32, scale: f32, zero: u8) -> u8 {
-        ((x / scale).round_ties_even() + zero as f32).clamp(0.0, 255.0) as u8
-    }
-
+    /// A grid fused into the epilogue gives the bits of the separate pass after it, on
+    /// every tile.
     #[test]
-    fn quantize_rounds_and_saturates_as_onnx_does() {
-        let scale = 0.5;
-        // Ties (x / scale = k + 0.5) go to the even neighbour, both signs; far values
-        // saturate; every zero point.
-        let mut xs: Vec<f32> = (-600..600).map(|i| i as f32 * 0.125).collect();
-        xs.extend([
-            1e9,
-            -1e9,
-            f32::MAX,
-            f32::MIN,
-            0.0,
-            -0.0,
-            1.25,
-            1.75,
-            -1.25,
-            -1.75,
-        ]);
-        for zero in [0u8, 1, 127, 128, 254, 255] {
-            let mut q = vec![0u8; xs.len()];
-            quantize(&xs, scale, zero, &mut q);
-            let mut f = vec![0f32; xs.len()];
-            fake_quantize(&xs, scale, zero, &mut f);
-            for ((&x, &q), &f) in xs.iter().zip(&q).zip(&f) {
-                let want = onnx_quantize(x, scale, zero);
-                assert_eq!(q, want, "x {x} zero {zero}");
-                assert_eq!(f, (want as f32 - zero as f32) * scale, "x {x} zero {zero}");
+    fn a_fused_output_grid_is_the_fake_quantize_pass_after_it() {
+        let geo = Geometry {
+            c: 16,
+            m: 40,
+            kh: 3,
+            kw: 3,
+            sh: 1,
+            sw: 1,
+            pads: [1; 4],
+        };
+        let (h, w) = (7, 9);
+        let mut s = 11;
+        let x: Vec<f32> = (0..geo.c * h * w)
+            .map(|_| (lcg(&mut s) % 2001) as f32 / 500.0 - 2.0)
+            .collect();
+        let wq: Vec<i8> = (0..geo.m * geo.c * 9)
+            .map(|_| ((lcg(&mut s) % 255) as i32 - 127) as i8)
+            .collect();
+        let ws: Vec<f32> = (0..geo.m).map(|i| 0.001 + i as f32 * 1e-4).collect();
+        for (relu, zero) in [(false, 128u8), (true, 0), (false, 3)] {
+            let plain = QConv::new(geo, &wq, &ws, None, 4.0 / 255.0, 9, relu).unwrap();
+            let grid = plain.clone().with_requant(0.021, zero).unwrap();
+            for tile in Tile::available() {
+                let (mut plain, mut grid) = (plain.clone(), grid.clone());
+                plain.set_tile(tile);
+                grid.set_tile(tile);
+                let mut a = vec![0f32; geo.m * h * w];
+                let mut b = a.clone();
+                assert!(plain.run(&x, 1, h, w, &mut a));
+                assert!(grid.run(&x, 1, h, w, &mut b));
+                let mut want = vec![0f32; a.len()];
+                fake_quantize(&a, 0.021, zero, &mut want);
+                assert!(
+                    want.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
+                    "{} relu {relu} zero {zero}",
+                    tile.name
+                );
             }
         }
-        // Random values on an awkward scale, against the definition.
-        let mut s = 3;
-        let xs: Vec<f32> = (0..4099)
-            .map(|_| (lcg(&mut s) as f32 / u32::MAX as f32 - 0.5) * 7.0)
-            .collect();
-        let mut q = vec![0u8; xs.len()];
-        quantize(&xs, 0.0173, 97, &mut q);
-        for (&x, &q) in xs.iter().zip(&q) {
-            assert_eq!(q, onnx_quantize(x, 0.0173, 97), "x {x}");
-        }
-        // NaN has no defined code; it must not panic and lands on the zero point's floor.
-        let mut q = [9u8];
-        quantize(&[f32::NAN], 1.0, 10, &mut q);
-        assert_eq!(q[0], 0);
+        assert!(QConv::new(geo, &wq, &ws, None, 0.1, 0, false)
+            .unwrap()
+            .with_requant(f32::NAN, 0)
+            .is_err());
     }
 
     #[test]
-    fn interleave_pads_channels_with_the_zero_point() {
-        let (c, hw) = (3, 5);
-        let planes: Vec<u8> = (0..(c * hw) as u8).collect();
-        let mut nhwc = vec![0u8; hw * 4];
-        interleave(&planes, c, hw, 200, &mut nhwc);
-        for p in 0..hw {
-            assert_eq!(
-                nhwc[p * 4..p * 4 + 4],
-                [p as u8, (hw + p) as u8, (2 * hw + p) as u8, 200]
-            );
+    fn interleave_pads_channels_and_the_border_with_the_zero_point() {
+        let (c, h, w) = (3, 2, 3);
+        let planes: Vec<u8> = (0..(c * h * w) as u8).collect();
+        // Top 1, left 2, bottom 0, right 1: 3 rows of 6 pixels.
+        let pads = [1, 2, 0, 1];
+        let mut nhwc = vec![7u8; 3 * 6 * 4];
+        interleave(&planes, c, (h, w), pads, 200, &mut nhwc);
+        for py in 0..3 {
+            for px in 0..6 {
+                let got = &nhwc[(py * 6 + px) * 4..][..4];
+                let (y, x) = (py as isize - 1, px as isize - 2);
+                if y < 0 || !(0..w as isize).contains(&x) {
+                    assert_eq!(got, [200; 4], "border pixel {py},{px}");
+                } else {
+                    let p = y as usize * w + x as usize;
+                    let hw = h * w;
+                    assert_eq!(got, [p as u8, (hw + p) as u8, (2 * hw + p) as u8, 200]);
+                }
+            }
         }
     }
 

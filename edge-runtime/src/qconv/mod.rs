@@ -6,13 +6,14 @@
 //! executes it: [`rewrite`] fuses each
 //! quantize → dequantize → convolution (→ relu) chain into one node before tract parses
 //! the graph, [`op`] is that node in tract, [`kernel`] the arithmetic around the inner
-//! loop, [`epilogue`] the int32 sums to NCHW floats, [`tile`] the inner loop itself, one per instruction set ([`vnni`] and [`avx2`] on x86,
+//! loop, [`grid`] the uint8 grid's rounding, [`epilogue`] the int32 sums to NCHW floats, [`tile`] the inner loop itself, one per instruction set ([`vnni`] and [`avx2`] on x86,
 //! [`arm64`]'s `sdot` and `smull` on the boards).
 #[cfg(target_arch = "aarch64")]
 pub mod arm64;
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
 pub mod epilogue;
+pub mod grid;
 pub mod kernel;
 mod op;
 mod rewrite;

@@ -8,7 +8,8 @@ use tract_onnx::{
     tract_hir::internal::*,
 };
 
-use super::kernel::{fake_quantize, Geometry, QConv};
+use super::grid::fake_quantize;
+use super::kernel::{Geometry, QConv};
 use crate::nchw_op;
 
 /// The output size, or the error when the kernel does not fit the input.
@@ -27,13 +28,22 @@ pub fn register(reg: &mut OnnxOpRegister) {
 
 /// Inputs: `x` (f32 NCHW), `x_scale`, `x_zero_point` (u8), `w` (i8 OIHW), `w_scale` (one
 /// per output channel), optional `bias` (f32); every input but `x` is a constant.
+/// Attributes: `kernel_shape`, `strides`, `pads`, `relu`, and `out_scale` +
+/// `out_zero_point` when the output is rounded to a uint8 grid ([`OUT_SCALE`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Expand {
     kernel: [usize; 2],
     strides: [usize; 2],
     pads: [usize; 4],
     relu: bool,
+    /// The output grid: the scale's bits and the zero point.
+    out: Option<(u32, u8)>,
 }
+
+/// The attributes of a fused output grid: a quantize/dequantize pair that read only the
+/// convolution's output, now done in its epilogue.
+pub const OUT_SCALE: &str = "out_scale";
+pub const OUT_ZERO: &str = "out_zero_point";
 
 fn pair(node: &NodeProto, name: &str, default: usize) -> TractResult<[usize; 2]> {
     match node.get_attr_opt_vec::<usize>(name)? {
@@ -62,6 +72,15 @@ fn parse(
         strides: pair(node, "strides", 1)?,
         pads,
         relu: node.get_attr_opt::<i64>("relu")?.unwrap_or(0) != 0,
+        out: match node.get_attr_opt::<f32>(OUT_SCALE)? {
+            None => None,
+            Some(scale) => {
+                let zero: i64 = node.get_attr(OUT_ZERO)?;
+                let zero =
+                    u8::try_from(zero).with_context(|| format!("{OP_TYPE}: {OUT_ZERO} {zero}"))?;
+                Some((scale.to_bits(), zero))
+            }
+        },
     };
     Ok((expand(op), vec![]))
 }
@@ -175,6 +194,10 @@ impl Expansion for Expand {
             x_zero,
             self.relu,
         )
+        .and_then(|c| match self.out {
+            Some((scale, zero)) => c.with_requant(f32::from_bits(scale), zero),
+            None => Ok(c),
+        })
         .map_err(|e| format_err!("{prefix}: {e}"))?;
         model.wire_node(prefix, QConvOp(Arc::new(conv)), &inputs[..1])
     }
@@ -199,14 +222,18 @@ impl Op for QConvOp {
     fn info(&self) -> TractResult<Vec<String>> {
         let g = self.0.geometry();
         Ok(vec![format!(
-            "{}x{} stride {}x{}, {} -> {} channels, int8 x int8 -> int32{}",
+            "{}x{} stride {}x{}, {} -> {} channels, int8 x int8 -> int32{}{}",
             g.kh,
             g.kw,
             g.sh,
             g.sw,
             g.c,
             g.m,
-            if self.0.relu() { ", relu" } else { "" }
+            if self.0.relu() { ", relu" } else { "" },
+            match self.0.requant() {
+                Some(q) => format!(", out on the grid of scale {}", q.scale),
+                None => String::new(),
+            }
         )])
     }
 

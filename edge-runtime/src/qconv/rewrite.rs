@@ -20,7 +20,7 @@ use tract_onnx::pb::{
     TensorProto,
 };
 
-use super::op::{FAKE_QUANT, OP_TYPE};
+use super::op::{FAKE_QUANT, OP_TYPE, OUT_SCALE, OUT_ZERO};
 use crate::dequant::{floats, integers};
 
 fn attr<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
@@ -191,6 +191,8 @@ pub struct Fused {
     pub convolutions: usize,
     /// Quantize/dequantize pairs left for other readers, now one float pass each.
     pub pairs: usize,
+    /// Pairs that read only a fused convolution's output, now done in its epilogue.
+    pub pairs_in_epilogues: usize,
     /// `MaxPool`s on the edge runtime's own loop ([`crate::maxpool`]).
     pub max_pools: usize,
     /// Depthwise convolutions on the edge runtime's own loop ([`crate::depthwise`]).
@@ -261,17 +263,72 @@ pub fn fuse_qdq(graph: &mut GraphProto) -> Fused {
             })
             .collect()
     };
-    let fused = Fused {
-        convolutions,
-        pairs: pairs.len(),
-        max_pools: 0,
-        depthwise: 0,
-    };
+    let npairs = pairs.len();
     for (i, node) in pairs {
         graph.node[i] = node;
     }
     prune(graph);
-    fused
+    let pairs_in_epilogues = fold_grids(graph);
+    Fused {
+        convolutions,
+        pairs: npairs - pairs_in_epilogues,
+        pairs_in_epilogues,
+        max_pools: 0,
+        depthwise: 0,
+    }
+}
+
+/// Moves each fake-quantize pass whose input only a fused convolution makes, and only it
+/// reads, into that convolution's epilogue. In a residual body these are the block's last
+/// convolution and the shortcut's, whose pairs the join reads.
+fn fold_grids(graph: &mut GraphProto) -> usize {
+    let folds: Vec<(usize, usize)> = {
+        let ix = Index::new(graph);
+        graph
+            .node
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.op_type == FAKE_QUANT && n.input.len() == 1)
+            .filter_map(|(i, fq)| {
+                let x = fq.input[0].as_str();
+                let conv = *ix.producer.get(x)?;
+                let ok = graph.node[conv].op_type == OP_TYPE
+                    && attr(&graph.node[conv], OUT_SCALE).is_none()
+                    && ix.readers.get(x) == Some(&1)
+                    && !ix.outputs.contains(x);
+                ok.then_some((conv, i))
+            })
+            .collect()
+    };
+    let mut gone = HashSet::new();
+    for &(conv, fq) in &folds {
+        let (scale, zero) = {
+            let fq = &graph.node[fq];
+            let get = |name| attr(fq, name).cloned().unwrap_or_default();
+            (get("scale").f, get("zero_point").i)
+        };
+        let output = graph.node[fq].output.clone();
+        let conv = &mut graph.node[conv];
+        conv.attribute.push(AttributeProto {
+            name: OUT_SCALE.into(),
+            r#type: AttributeType::Float as i32,
+            f: scale,
+            ..Default::default()
+        });
+        conv.attribute.push(AttributeProto {
+            name: OUT_ZERO.into(),
+            r#type: AttributeType::Int as i32,
+            i: zero,
+            ..Default::default()
+        });
+        conv.output = output;
+        gone.insert(fq);
+    }
+    let mut k = 0..;
+    graph
+        .node
+        .retain(|_| !gone.contains(&k.next().unwrap_or(usize::MAX)));
+    folds.len()
 }
 
 /// Drops nodes whose outputs nobody reads (to a fixed point), then unread initialisers.
@@ -390,6 +447,7 @@ mod tests {
             Fused {
                 convolutions: 1,
                 pairs: 0,
+                pairs_in_epilogues: 0,
                 max_pools: 0,
                 depthwise: 0
             }
@@ -416,6 +474,7 @@ mod tests {
             Fused {
                 convolutions: 1,
                 pairs: 1,
+                pairs_in_epilogues: 0,
                 max_pools: 0,
                 depthwise: 0
             }
@@ -427,6 +486,43 @@ mod tests {
             (&["x".to_string()][..], &["xd".to_string()][..])
         );
         assert_eq!(attr(fq, "zero_point").map(|a| a.i), Some(3));
+    }
+
+    #[test]
+    fn a_pair_that_reads_only_a_fused_convolution_moves_into_its_epilogue() {
+        let mut g = graph(DataType::Uint8, 1, 0, false);
+        g.node.extend([
+            node("QuantizeLinear", &["y", "s", "z"], "yq", vec![]),
+            node("DequantizeLinear", &["yq", "s", "z"], "yd", vec![]),
+            node("Add", &["yd", "x"], "sum", vec![]),
+        ]);
+        g.output[0].name = "sum".into();
+        assert_eq!(
+            fuse_qdq(&mut g),
+            Fused {
+                convolutions: 1,
+                pairs: 0,
+                pairs_in_epilogues: 1,
+                max_pools: 0,
+                depthwise: 0
+            }
+        );
+        assert_eq!(ops(&g), [OP_TYPE, "Add"]);
+        let n = &g.node[0];
+        assert_eq!(n.output, ["yd"]);
+        assert_eq!(attr(n, OUT_SCALE).map(|a| a.f), Some(0.1));
+        assert_eq!(attr(n, OUT_ZERO).map(|a| a.i), Some(3));
+        // A second reader of the convolution's output keeps the pass.
+        let mut g = graph(DataType::Uint8, 1, 0, false);
+        g.node.extend([
+            node("QuantizeLinear", &["y", "s", "z"], "yq", vec![]),
+            node("DequantizeLinear", &["yq", "s", "z"], "yd", vec![]),
+            node("Add", &["yd", "y"], "sum", vec![]),
+        ]);
+        g.output[0].name = "sum".into();
+        let f = fuse_qdq(&mut g);
+        assert_eq!((f.pairs, f.pairs_in_epilogues), (1, 0));
+        assert_eq!(ops(&g), [OP_TYPE, FAKE_QUANT, "Add"]);
     }
 
     #[test]
