@@ -155,8 +155,8 @@ impl Detector {
             reason: format!("{e:#}"),
         };
         let size = spec.input_size as usize;
-        // The edge runtime's own max pools and depthwise convolutions (tract's were most
-        // of BlazeFace's time), as for a HydraNet file.
+        // The edge runtime's own max pools, depthwise and pointwise convolutions (tract's
+        // were most of BlazeFace's time), as for a HydraNet file.
         let (onnx, _) = crate::engine::prepare(&mut proto, Default::default());
         let plan = onnx
             .model_for_proto_model(&proto)

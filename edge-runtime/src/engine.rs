@@ -87,6 +87,7 @@ pub fn prepare(
             fused = crate::qconv::fuse_qdq(g);
             fused.max_pools = crate::maxpool::replace_max_pools(g);
             fused.depthwise = crate::depthwise::replace_depthwise(g);
+            fused.pointwise = crate::pointwise::replace_pointwise(g);
         }
         crate::dequant::fold_constant_dequantization(g);
     }
@@ -94,6 +95,7 @@ pub fn prepare(
     crate::qconv::register(&mut onnx.op_register);
     crate::maxpool::register(&mut onnx.op_register);
     crate::depthwise::register(&mut onnx.op_register);
+    crate::pointwise::register(&mut onnx.op_register);
     (onnx, fused)
 }
 

@@ -6,8 +6,8 @@
 //! - [`detect`]: the face detector (BlazeFace) that finds the faces the engine reads;
 //! - [`faces`]: detector + crop rule + cap: a frame's faces as one network batch;
 //! - [`qconv`]: the integer convolution that the engine fuses QDQ chains into;
-//! - [`maxpool`], [`depthwise`]: max pooling and depthwise convolution on the edge
-//!   runtime's own loops (tract's were slow);
+//! - [`maxpool`], [`depthwise`], [`pointwise`]: max pooling, depthwise and 1x1 float
+//!   convolution on the edge runtime's own loops (tract's were slow);
 //! - `dequant` (private): constant `DequantizeLinear`s folded into float weights at load;
 //! - [`source`]: frame sources (V4L2 cameras, image folders and sequences, a test pattern);
 //! - [`pipeline`]: capture thread → per-frame inference (guide box, or faces and their
@@ -27,6 +27,7 @@ pub mod kiosk;
 pub mod maxpool;
 mod nchw_op;
 pub mod pipeline;
+pub mod pointwise;
 pub mod qconv;
 pub mod source;
 pub mod stats;

@@ -197,6 +197,8 @@ pub struct Fused {
     pub max_pools: usize,
     /// Depthwise convolutions on the edge runtime's own loop ([`crate::depthwise`]).
     pub depthwise: usize,
+    /// Float 1x1 convolutions on the edge runtime's own tile ([`crate::pointwise`]).
+    pub pointwise: usize,
 }
 
 /// Replaces every QDQ convolution of `graph` by the fused op, every remaining
@@ -275,6 +277,7 @@ pub fn fuse_qdq(graph: &mut GraphProto) -> Fused {
         pairs_in_epilogues,
         max_pools: 0,
         depthwise: 0,
+        pointwise: 0,
     }
 }
 
@@ -449,7 +452,8 @@ mod tests {
                 pairs: 0,
                 pairs_in_epilogues: 0,
                 max_pools: 0,
-                depthwise: 0
+                depthwise: 0,
+                pointwise: 0
             }
         );
         assert_eq!(ops(&g), [OP_TYPE]);
@@ -476,7 +480,8 @@ mod tests {
                 pairs: 1,
                 pairs_in_epilogues: 0,
                 max_pools: 0,
-                depthwise: 0
+                depthwise: 0,
+                pointwise: 0
             }
         );
         assert_eq!(ops(&g), [FAKE_QUANT, OP_TYPE, "Add"]);
@@ -504,7 +509,8 @@ mod tests {
                 pairs: 0,
                 pairs_in_epilogues: 1,
                 max_pools: 0,
-                depthwise: 0
+                depthwise: 0,
+                pointwise: 0
             }
         );
         assert_eq!(ops(&g), [OP_TYPE, "Add"]);
