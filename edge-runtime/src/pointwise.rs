@@ -144,35 +144,20 @@ impl Pointwise {
         })
     }
 
-    /// `out = relu?(w · x + bias + residual?)` for `n` NCHW images of `hw` pixels
-    /// (`x`: `n·c·hw`, `out` and `residual`: `n·m·hw`). Returns false (writing nothing) if
-    /// the sizes disagree.
-    pub fn run(
-        &self,
-        x: &[f32],
-        n: usize,
-        hw: usize,
-        residual: Option<&[f32]>,
-        out: &mut [f32],
-    ) -> bool {
-        if x.len() != n * self.c * hw
-            || out.len() != n * self.m * hw
-            || residual.is_some_and(|r| r.len() != out.len())
-        {
+    /// `out = relu?(w · x + bias)` for `n` NCHW images of `hw` pixels (`x`: `n·c·hw`,
+    /// `out`: `n·m·hw`), or, when `residual`, `out = relu?(w · x + bias + out)`: the join
+    /// in place, in the residual's own buffer, so a joined convolution allocates nothing
+    /// (fresh output tensors of the detector's 128² planes cost a page fault per 4 KiB).
+    /// Returns false (writing nothing) if the sizes disagree.
+    pub fn run(&self, x: &[f32], n: usize, hw: usize, residual: bool, out: &mut [f32]) -> bool {
+        if x.len() != n * self.c * hw || out.len() != n * self.m * hw {
             return false;
         }
         match self.kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => {
                 #[target_feature(enable = "avx512f,fma")]
-                fn wide(
-                    p: &Pointwise,
-                    x: &[f32],
-                    n: usize,
-                    hw: usize,
-                    r: Option<&[f32]>,
-                    o: &mut [f32],
-                ) {
+                fn wide(p: &Pointwise, x: &[f32], n: usize, hw: usize, r: bool, o: &mut [f32]) {
                     p.images::<12, 32, true>(x, n, hw, r, o)
                 }
                 // SAFETY: `Kernel::pick` saw AVX-512F and FMA.
@@ -181,14 +166,7 @@ impl Pointwise {
             #[cfg(target_arch = "x86_64")]
             Kernel::Mid => {
                 #[target_feature(enable = "avx2,fma")]
-                fn mid(
-                    p: &Pointwise,
-                    x: &[f32],
-                    n: usize,
-                    hw: usize,
-                    r: Option<&[f32]>,
-                    o: &mut [f32],
-                ) {
+                fn mid(p: &Pointwise, x: &[f32], n: usize, hw: usize, r: bool, o: &mut [f32]) {
                     p.images::<6, 16, true>(x, n, hw, r, o)
                 }
                 // SAFETY: `Kernel::pick` saw AVX2 and FMA.
@@ -207,49 +185,54 @@ impl Pointwise {
         x: &[f32],
         n: usize,
         hw: usize,
-        residual: Option<&[f32]>,
+        residual: bool,
         out: &mut [f32],
     ) {
         let (c, m) = (self.c, self.m);
         // The last, partial pixel block is computed from a zero-padded copy, so the tile
         // always reads `NP` pixels.
-        let mut tail = vec![0f32; if hw.is_multiple_of(NP) { 0 } else { c * NP }];
+        let full = hw / NP * NP;
+        let mut tail = vec![0f32; if full == hw { 0 } else { c * NP }];
         for i in 0..n {
             let x = &x[i * c * hw..(i + 1) * c * hw];
             let out = &mut out[i * m * hw..(i + 1) * m * hw];
-            let res = residual.map(|r| &r[i * m * hw..(i + 1) * m * hw]);
-            for p0 in (0..hw).step_by(NP) {
-                let np = NP.min(hw - p0);
-                let (src, stride, at) = if np == NP {
-                    (x, hw, p0)
-                } else {
-                    for ci in 0..c {
-                        tail[ci * NP..ci * NP + np].copy_from_slice(&x[ci * hw + p0..ci * hw + hw]);
-                    }
-                    (&tail[..], NP, 0)
-                };
+            if full < hw {
+                for ci in 0..c {
+                    tail[ci * NP..ci * NP + hw - full]
+                        .copy_from_slice(&x[ci * hw + full..ci * hw + hw]);
+                }
+            }
+            // Strips of `STRIP` pixels, every channel block over one strip before the next:
+            // each plane is then read and written in runs of a kilobyte, where one tile's
+            // 128-byte runs from 48 planes at once (24 inputs, 12 residuals, 12 outputs)
+            // were more streams than the prefetchers follow.
+            for s0 in (0..hw).step_by(STRIP) {
                 for (b, w) in self.packed.chunks_exact(c * MR).enumerate() {
-                    let acc = tile::<MR, NP, FMA>(src, stride, at, c, w);
                     let m0 = b * MR;
-                    for (k, acc) in acc.iter().enumerate().take(m - m0.min(m)) {
-                        let mi = m0 + k;
-                        let dst = &mut out[mi * hw + p0..mi * hw + p0 + np];
-                        let bias = self.bias[mi];
-                        match res {
-                            Some(r) => {
-                                let r = &r[mi * hw + p0..mi * hw + p0 + np];
-                                for ((d, &a), &r) in dst.iter_mut().zip(acc).zip(r) {
-                                    *d = a + bias + r;
+                    for p0 in (s0..hw.min(s0 + STRIP)).step_by(NP) {
+                        let np = NP.min(hw - p0);
+                        let (src, stride, at) = if np == NP {
+                            (x, hw, p0)
+                        } else {
+                            (&tail[..], NP, 0)
+                        };
+                        let acc = tile::<MR, NP, FMA>(src, stride, at, c, w);
+                        for (k, acc) in acc.iter().enumerate().take(m - m0.min(m)) {
+                            let mi = m0 + k;
+                            let dst = &mut out[mi * hw + p0..mi * hw + p0 + np];
+                            let bias = self.bias[mi];
+                            if residual {
+                                for (d, &a) in dst.iter_mut().zip(acc) {
+                                    *d += a + bias;
                                 }
-                            }
-                            None => {
+                            } else {
                                 for (d, &a) in dst.iter_mut().zip(acc) {
                                     *d = a + bias;
                                 }
                             }
-                        }
-                        if self.relu {
-                            dst.iter_mut().for_each(|d| *d = d.max(0.0));
+                            if self.relu {
+                                dst.iter_mut().for_each(|d| *d = d.max(0.0));
+                            }
                         }
                     }
                 }
@@ -257,6 +240,9 @@ impl Pointwise {
         }
     }
 }
+
+/// Pixels per strip (a multiple of every kernel's `NP`).
+const STRIP: usize = 256;
 
 /// The sums of one tile: `MR` output channels × `NP` pixels from pixel `at` of planes
 /// `stride` floats apart, over all `c` planes; `w` is the block's `[c][MR]` weights.
@@ -552,7 +538,8 @@ impl Op for PointwiseOp {
 impl EvalOp for PointwiseOp {
     op_out_of_plan!();
 
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+    fn eval(&self, _ctx: &EvalContext, mut inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let res = if inputs.len() > 1 { inputs.pop() } else { None };
         let x = &inputs[0];
         let [n, c, h, w] = nchw_op::nchw(OP_TYPE, x)?;
         ensure!(
@@ -560,13 +547,23 @@ impl EvalOp for PointwiseOp {
             "{OP_TYPE}: {c} channels, weights for {}",
             self.0.c
         );
-        let residual = inputs
-            .get(1)
-            .map(|r| r.try_as_plain_ram().and_then(|r| r.as_slice::<f32>()))
-            .transpose()?;
-        // SAFETY: `run` writes every output element or returns false, and then the tensor
-        // is dropped unread.
-        let mut out = unsafe { Tensor::uninitialized::<f32>(&[n, self.0.m, h, w])? };
+        let shape = [n, self.0.m, h, w];
+        let residual = res.is_some();
+        let mut out = match res {
+            Some(r) => {
+                ensure!(
+                    r.shape() == shape,
+                    "{OP_TYPE}: residual {:?} for an output {shape:?}",
+                    r.shape()
+                );
+                // The residual's buffer becomes the output: moved when nothing else holds
+                // it, else copied.
+                r.into_tensor()
+            }
+            // SAFETY: `run` writes every output element or returns false, and then the
+            // tensor is dropped unread.
+            None => unsafe { Tensor::uninitialized::<f32>(&shape)? },
+        };
         let ok = self.0.run(
             x.try_as_plain_ram()?.as_slice::<f32>()?,
             n,
@@ -657,8 +654,11 @@ mod tests {
             for kernel in &kernels {
                 for (res, relu) in [(None, false), (Some(&r[..]), true), (None, true)] {
                     let p = Pointwise::with_kernel(c, m, &w, Some(&b), relu, *kernel).unwrap();
-                    let mut out = vec![f32::NAN; n * m * hw];
-                    assert!(p.run(&x, n, hw, res, &mut out));
+                    let mut out = match res {
+                        Some(r) => r.to_vec(),
+                        None => vec![f32::NAN; n * m * hw],
+                    };
+                    assert!(p.run(&x, n, hw, res.is_some(), &mut out));
                     let want = reference(&x, n, c, hw, &w, &b, res, relu);
                     for (i, (a, b)) in out.iter().zip(&want).enumerate() {
                         assert!(
@@ -671,7 +671,7 @@ mod tests {
             }
         }
         let p = Pointwise::new(2, 3, &[0.0; 6], None, false).unwrap();
-        assert!(!p.run(&[0.0; 7], 1, 4, None, &mut [0.0; 12]));
+        assert!(!p.run(&[0.0; 7], 1, 4, false, &mut [0.0; 12]));
         assert!(Pointwise::new(2, 3, &[0.0; 5], None, false).is_err());
         assert!(Pointwise::new(2, 3, &[0.0; 6], Some(&[0.0; 2]), false).is_err());
     }
