@@ -59,23 +59,61 @@ fn ncp(l: &Layout) -> Result<(usize, usize, usize)> {
     }
 }
 
-/// Per-channel mean and biased variance (two passes, f64 sums).
+/// Independent f32 partial sums per plane: one f32 accumulator is a chain of dependent
+/// adds (one per 4 cycles), `LANES` of them fill a vector register. Planes (at most a few
+/// thousand values) are summed this way and the per-plane totals in f64, so the error stays
+/// that of a few hundred f32 adds whatever the batch size.
+const LANES: usize = 8;
+
+/// `(Σ u, Σ v)` of `(u, v) = f(a[i], b[i], c[i])` over one plane (the three slices have the
+/// same length), in one pass.
+#[inline(always)]
+fn plane_sums(
+    a: &[f32],
+    b: &[f32],
+    c: &[f32],
+    f: impl Fn(f32, f32, f32) -> (f32, f32),
+) -> (f64, f64) {
+    let (mut su, mut sv) = ([0f32; LANES], [0f32; LANES]);
+    let body = a.len() / LANES * LANES;
+    for ((ca, cb), cc) in a[..body]
+        .chunks_exact(LANES)
+        .zip(b[..body].chunks_exact(LANES))
+        .zip(c[..body].chunks_exact(LANES))
+    {
+        for l in 0..LANES {
+            let (u, v) = f(ca[l], cb[l], cc[l]);
+            su[l] += u;
+            sv[l] += v;
+        }
+    }
+    let total = |acc: [f32; LANES]| acc.iter().map(|&v| v as f64).sum::<f64>();
+    (body..a.len()).fold((total(su), total(sv)), |(u0, v0), i| {
+        let (u, v) = f(a[i], b[i], c[i]);
+        (u0 + u as f64, v0 + v as f64)
+    })
+}
+
+/// `Σ f(x[i])` over one plane.
+#[inline(always)]
+fn plane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    plane_sums(x, x, x, |v, _, _| (f(v), 0.0)).0
+}
+
+/// Per-channel mean and biased variance (two passes).
 fn channel_stats(x: &[f32], n: usize, c: usize, p: usize) -> Vec<(f32, f32)> {
     (0..c)
         .into_par_iter()
         .map(|ch| {
             let planes = (0..n).map(|i| &x[(i * c + ch) * p..(i * c + ch + 1) * p]);
             let m = (n * p) as f64;
-            let mean = planes
-                .clone()
-                .map(|s| s.iter().map(|&v| v as f64).sum::<f64>())
-                .sum::<f64>()
-                / m;
+            let mean = planes.clone().map(|s| plane_sum(s, |v| v)).sum::<f64>() / m;
+            let mf = mean as f32;
             let var = planes
-                .map(|s| s.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+                .map(|s| plane_sum(s, |v| (v - mf) * (v - mf)))
                 .sum::<f64>()
                 / m;
-            (mean as f32, var as f32)
+            (mf, var as f32)
         })
         .collect()
 }
@@ -214,22 +252,28 @@ impl CustomOp3 for Backward {
         if dy.len() != x.len() || y.len() != x.len() || gamma.len() != c || st.len() != c {
             bail!("fast batch-norm backward: mismatched shapes");
         }
-        let relu = self.relu;
         // The gradient reaching the normalisation: dy, or dy where the ReLU let y through.
-        let g = |i: usize| if relu && y[i] <= 0.0 { 0.0 } else { dy[i] };
+        let relu = self.relu;
+        let grad = move |d: f32, y: f32| if relu && y <= 0.0 { 0.0 } else { d };
         let m = (n * p) as f64;
-        // Per channel: Σg and Σg·x̂ (f64), then dx = γ/σ · (g − Σg/M − x̂·Σg·x̂/M).
+        let plane = |i: usize| i * p..(i + 1) * p;
+        // Per channel: Σg and Σg·(x − mean), then dx = γ/σ · (g − Σg/M − x̂·Σg·x̂/M).
         let sums: Vec<(f64, f64)> = (0..c)
             .into_par_iter()
             .map(|ch| {
                 let (mean, var) = st[ch];
                 let inv = 1.0 / (var as f64 + self.eps).sqrt();
-                (0..n).fold((0.0, 0.0), |(sd, sdx), i| {
-                    ((i * c + ch) * p..(i * c + ch + 1) * p).fold((sd, sdx), |(a, b), j| {
-                        let gv = g(j) as f64;
-                        (a + gv, b + gv * (x[j] as f64 - mean as f64) * inv)
-                    })
-                })
+                let (mut sd, mut sdx) = (0.0, 0.0);
+                for r in (0..n).map(|i| plane(i * c + ch)) {
+                    let (x, dy, y) = (&x[r.clone()], &dy[r.clone()], &y[r]);
+                    let (a, b) = plane_sums(dy, y, x, |d, y, x| {
+                        let g = grad(d, y);
+                        (g, g * (x - mean))
+                    });
+                    sd += a;
+                    sdx += b;
+                }
+                (sd, sdx * inv)
             })
             .collect();
         let mut out = vec![0f32; x.len() + 2 * c];
@@ -241,8 +285,13 @@ impl CustomOp3 for Backward {
             let (sd, sdx) = sums[ch];
             let k = gamma[ch] * inv;
             let (a, b) = ((sd / m) as f32, (sdx / m) as f32);
-            for (j, o) in (i * p..(i + 1) * p).zip(d.iter_mut()) {
-                *o = k * (g(j) - a - (x[j] - mean) * inv * b);
+            let r = plane(i);
+            for ((o, &xv), (&dv, &yv)) in d
+                .iter_mut()
+                .zip(&x[r.clone()])
+                .zip(dy[r.clone()].iter().zip(&y[r]))
+            {
+                *o = k * (grad(dv, yv) - a - (xv - mean) * inv * b);
             }
         });
         for ch in 0..c {

@@ -59,6 +59,44 @@ pub fn matmul_into(dst: &mut [MaybeUninit<f32>], a: Mat, b: Mat, threads: usize)
     unsafe { gemm_raw(dst.as_mut_ptr().cast(), dst.len(), a, b, threads) }
 }
 
+/// `dst += a @ b` (row-major `a.rows * b.cols`), on the calling thread.
+pub fn matmul_acc(dst: &mut [f32], a: Mat, b: Mat) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "inner dimensions");
+    assert_eq!(dst.len(), m * n, "destination size");
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    assert!(a.last_index() < a.data.len(), "lhs view out of bounds");
+    assert!(b.last_index() < b.data.len(), "rhs view out of bounds");
+    // SAFETY: the asserts keep every index gemm reads inside `a` and `b`, `dst` holds
+    // m*n initialised floats that gemm reads and writes (read_dst = true), and the shared
+    // borrows of `a`/`b` cannot alias the exclusive one of `dst`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
+
 /// `dst (row-major m x n) = a @ b`.
 ///
 /// `threads > 1` lets gemm split the product; callers that already run one product per
@@ -145,6 +183,13 @@ mod tests {
                     assert!((g - w).abs() < 1e-5);
                 }
             }
+        }
+        // Accumulating adds the product to what is there.
+        let (am, bm) = (Mat::rows(&a, 5, 7), Mat::transposed(&b, 5, 7));
+        let mut acc = vec![1.0f32; 25];
+        matmul_acc(&mut acc, am, bm);
+        for (g, w) in acc.iter().zip(naive(am, bm)) {
+            assert!((g - (w + 1.0)).abs() < 1e-5);
         }
         // An empty inner dimension is an all-zero product.
         assert_eq!(

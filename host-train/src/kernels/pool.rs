@@ -7,6 +7,8 @@
 //! window again and sends each output gradient to its window's first maximum (PyTorch's
 //! rule, and the true gradient: Candle's multiplies by the mask's window average where it
 //! means to divide, so it hands back a quarter of each gradient).
+use std::mem::MaybeUninit;
+
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -30,16 +32,38 @@ fn dims(l: &Layout, what: &str) -> Result<(usize, usize, usize)> {
     }
 }
 
-/// Offset in the plane of the first maximum of the 2x2 window whose top-left is `(2oy, 2ox)`.
-fn argmax(plane: &[f32], w: usize, oy: usize, ox: usize) -> usize {
-    let top = 2 * oy * w + 2 * ox;
-    let mut best = top;
-    for i in [top + 1, top + w, top + w + 1] {
-        if plane[i] > plane[best] {
-            best = i;
-        }
+/// One window row pair's outputs: `out[ox] = max` of the 2x2 window at column `2ox`.
+fn pool_rows(top: &[f32], bottom: &[f32], out: &mut [MaybeUninit<f32>]) {
+    for ((o, t), b) in out
+        .iter_mut()
+        .zip(top.chunks_exact(2))
+        .zip(bottom.chunks_exact(2))
+    {
+        o.write(t[0].max(t[1]).max(b[0].max(b[1])));
     }
-    best
+}
+
+/// The gradient of one window row pair: each `g[ox]` goes to its window's first maximum in
+/// the order top-left, top-right, bottom-left, bottom-right (PyTorch's rule); the other
+/// three get zero. Branch-free, so the loop runs in vector registers.
+fn route_rows(top: &[f32], bottom: &[f32], g: &[f32], dtop: &mut [f32], dbottom: &mut [f32]) {
+    for ((((t, b), &g), dt), db) in top
+        .chunks_exact(2)
+        .zip(bottom.chunks_exact(2))
+        .zip(g)
+        .zip(dtop.chunks_exact_mut(2))
+        .zip(dbottom.chunks_exact_mut(2))
+    {
+        let m = t[0].max(t[1]).max(b[0].max(b[1]));
+        let e0 = t[0] == m;
+        let e1 = !e0 && t[1] == m;
+        let e2 = !e0 && !e1 && b[0] == m;
+        let e3 = !e0 && !e1 && !e2;
+        dt[0] = if e0 { g } else { 0.0 };
+        dt[1] = if e1 { g } else { 0.0 };
+        db[0] = if e2 { g } else { 0.0 };
+        db[1] = if e3 { g } else { 0.0 };
+    }
 }
 
 struct MaxPool;
@@ -59,10 +83,9 @@ impl CustomOp1 for MaxPool {
                 y.par_chunks_mut(oh * ow)
                     .zip(x.par_chunks(h * w))
                     .for_each(|(out, plane)| {
-                        for oy in 0..oh {
-                            for ox in 0..ow {
-                                out[oy * ow + ox].write(plane[argmax(plane, w, oy, ox)]);
-                            }
+                        for (oy, o) in out.chunks_exact_mut(ow).enumerate() {
+                            let top = &plane[2 * oy * w..][..2 * ow];
+                            pool_rows(top, &plane[(2 * oy + 1) * w..][..2 * ow], o);
                         }
                     })
             })
@@ -107,10 +130,10 @@ impl CustomOp2 for MaxPoolGrad {
         dx.par_chunks_mut(h * w)
             .zip(x.par_chunks(h * w).zip(dy.par_chunks(oh * ow)))
             .for_each(|(d, (plane, g))| {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        d[argmax(plane, w, oy, ox)] = g[oy * ow + ox];
-                    }
+                for (oy, g) in g.chunks_exact(ow).enumerate() {
+                    let (dt, db) = d[2 * oy * w..(2 * oy + 2) * w].split_at_mut(w);
+                    let (t, b) = (&plane[2 * oy * w..][..w], &plane[(2 * oy + 1) * w..][..w]);
+                    route_rows(t, b, g, &mut dt[..2 * ow], &mut db[..2 * ow]);
                 }
             });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
