@@ -137,17 +137,19 @@ impl Geom {
         (lo.min(hi), hi)
     }
 
+    /// Channel and kernel offsets `(c, ki, kj)` of im2col row `tap`.
+    fn tap(&self, tap: usize) -> (usize, usize, usize) {
+        let area = self.kh * self.kw;
+        (tap / area, tap % area / self.kw, tap % self.kw)
+    }
+
     /// One image's columns: `cols[(c*kh + ki)*kw + kj][oy*OW + ox] =
     /// x[c][oy*s+ki-pad][ox*s+kj-pad]`, each output row of each tap a (strided) copy of
     /// one input line.
     fn im2col(&self, x: &[f32], cols: &mut [MaybeUninit<f32>]) {
         let (p, s, ow) = (self.p(), self.stride, self.ow);
         for (tap, row) in cols.chunks_exact_mut(p).enumerate() {
-            let (c, ki, kj) = (
-                tap / (self.kh * self.kw),
-                tap / self.kw % self.kh,
-                tap % self.kw,
-            );
+            let (c, ki, kj) = self.tap(tap);
             let plane = &x[c * self.h * self.w..][..self.h * self.w];
             let (lo, hi) = self.valid(kj, self.w, ow);
             for (oy, out) in row.chunks_exact_mut(ow).enumerate() {
@@ -172,11 +174,7 @@ impl Geom {
     fn col2im(&self, cols: &[f32], dx: &mut [f32]) {
         let (p, s, ow) = (self.p(), self.stride, self.ow);
         for (tap, row) in cols.chunks_exact(p).enumerate() {
-            let (c, ki, kj) = (
-                tap / (self.kh * self.kw),
-                tap / self.kw % self.kh,
-                tap % self.kw,
-            );
+            let (c, ki, kj) = self.tap(tap);
             let plane = &mut dx[c * self.h * self.w..][..self.h * self.w];
             let (lo, hi) = self.valid(kj, self.w, ow);
             if lo >= hi {

@@ -56,55 +56,32 @@ pub fn matmul_into(dst: &mut [MaybeUninit<f32>], a: Mat, b: Mat, threads: usize)
     // SAFETY: gemm is called with read_dst = false, so it only writes `dst` (every one of
     // its m*n entries; k = 0 is zeroed by hand), never reads it; `dst` is exclusively
     // borrowed and gemm_raw checks its length.
-    unsafe { gemm_raw(dst.as_mut_ptr().cast(), dst.len(), a, b, threads) }
+    unsafe { gemm_raw(dst.as_mut_ptr().cast(), dst.len(), a, b, threads, false) }
 }
 
 /// `dst += a @ b` (row-major `a.rows * b.cols`), on the calling thread.
 pub fn matmul_acc(dst: &mut [f32], a: Mat, b: Mat) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(b.rows, k, "inner dimensions");
-    assert_eq!(dst.len(), m * n, "destination size");
-    if m == 0 || n == 0 || k == 0 {
-        return;
-    }
-    assert!(a.last_index() < a.data.len(), "lhs view out of bounds");
-    assert!(b.last_index() < b.data.len(), "rhs view out of bounds");
-    // SAFETY: the asserts keep every index gemm reads inside `a` and `b`, `dst` holds
-    // m*n initialised floats that gemm reads and writes (read_dst = true), and the shared
-    // borrows of `a`/`b` cannot alias the exclusive one of `dst`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            true,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        )
-    }
+    // SAFETY: `dst` is an exclusively borrowed, initialised slice (gemm reads it, as it
+    // accumulates) that cannot alias the shared borrows behind `a` and `b`.
+    unsafe { gemm_raw(dst.as_mut_ptr(), dst.len(), a, b, 1, true) }
 }
 
-/// `dst (row-major m x n) = a @ b`.
+/// `dst (row-major m x n) = a @ b`, or `dst += a @ b` when `accumulate`.
 ///
 /// `threads > 1` lets gemm split the product; callers that already run one product per
 /// rayon task pass 1.
 ///
 /// # Safety
-/// `dst` must be valid for writes of `dst_len` floats and must not alias `a` or `b`.
-unsafe fn gemm_raw(dst: *mut f32, dst_len: usize, a: Mat, b: Mat, threads: usize) {
+/// `dst` must be valid for writes of `dst_len` floats (and for reads, initialised, when
+/// `accumulate`) and must not alias `a` or `b`.
+unsafe fn gemm_raw(
+    dst: *mut f32,
+    dst_len: usize,
+    a: Mat,
+    b: Mat,
+    threads: usize,
+    accumulate: bool,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "inner dimensions");
     assert_eq!(dst_len, m * n, "destination size");
@@ -112,8 +89,10 @@ unsafe fn gemm_raw(dst: *mut f32, dst_len: usize, a: Mat, b: Mat, threads: usize
         return;
     }
     if k == 0 {
-        // SAFETY: the caller's contract covers dst_len writes.
-        unsafe { std::ptr::write_bytes(dst, 0, dst_len) };
+        if !accumulate {
+            // SAFETY: the caller's contract covers dst_len writes.
+            unsafe { std::ptr::write_bytes(dst, 0, dst_len) };
+        }
         return;
     }
     assert!(a.last_index() < a.data.len(), "lhs view out of bounds");
@@ -133,7 +112,7 @@ unsafe fn gemm_raw(dst: *mut f32, dst_len: usize, a: Mat, b: Mat, threads: usize
             dst,
             1,
             n as isize,
-            false,
+            accumulate,
             a.data.as_ptr(),
             a.cs as isize,
             a.rs as isize,
