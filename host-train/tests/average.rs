@@ -216,3 +216,136 @@ fn checkpoints_of_different_models_are_refused_naming_the_file() {
     assert!(stderr.contains("missing.safetensors"), "{stderr}");
     assert!(!out.exists(), "nothing is written on failure");
 }
+
+/// An exported file's folded norms come back as identity norms: exact in inference mode,
+/// but training mode divides by each batch's statistics and rescales every channel.
+/// Unfolded (`train --init-from` does it), inference mode gives the folded network's
+/// outputs and training mode nearly the same.
+#[test]
+fn an_exported_model_unfolds_so_that_training_mode_computes_what_it_infers() {
+    use host_train::{
+        export::{export_checkpoint, ExportOptions},
+        train::{
+            finetune::load_model,
+            setup::inference_net,
+            unfold::{identity_norms, unfold_batch_norm},
+        },
+    };
+    let data = tempfile::tempdir().unwrap();
+    host_train::synth::generate(data.path(), 80, 40, 13).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let config = run_keeping_epochs(data.path(), out.path(), 32);
+    let onnx = out.path().join("exported.onnx");
+    export_checkpoint(&epoch_file(out.path(), 2), &onnx, &ExportOptions::default()).unwrap();
+    let ck = load_model(&onnx, &Device::Cpu).unwrap();
+    let prepared = prepare_data(&config, &ck.contract, Need::ImagesOnly).unwrap();
+    let n = prepared.train.len();
+    let x = Batcher::new(&prepared.train, &ck.contract.heads, AugmentConfig::NONE, 0)
+        .batch(&(0..n).collect::<Vec<_>>(), 0, false, &Device::Cpu)
+        .unwrap()
+        .input;
+    let run = |net: &host_train::net::HydraNet, train: bool| -> Vec<Vec<f32>> {
+        net.forward_t(&x, train)
+            .unwrap()
+            .iter()
+            .map(|o| o.flatten_all().unwrap().to_vec1().unwrap())
+            .collect()
+    };
+
+    // As imported: every norm is an identity norm; training mode is far from inference.
+    let (folded, _) = inference_net(&ck, &onnx, &Device::Cpu).unwrap();
+    let inferred = run(&folded, false);
+    let (net, varmap) = inference_net(&ck, &onnx, &Device::Cpu).unwrap();
+    let norms = identity_norms(&varmap).unwrap();
+    assert_eq!(
+        norms.len(),
+        12,
+        "resnet10: stem, 8 in blocks, 3 downsample: {norms:?}"
+    );
+    let gap_folded = max_abs_diff(&run(&net, true), &inferred);
+
+    let (net, varmap) = inference_net(&ck, &onnx, &Device::Cpu).unwrap();
+    let r = unfold_batch_norm(
+        &net,
+        &varmap,
+        &prepared.train,
+        &ck.contract.heads,
+        16,
+        2,
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!((r.norms, r.images), (12, 32));
+    assert!(identity_norms(&varmap).unwrap().is_empty());
+    let scale = inferred
+        .iter()
+        .flatten()
+        .fold(0.0f32, |m, v| m.max(v.abs()));
+    let gap_eval = max_abs_diff(&run(&net, false), &inferred);
+    assert!(
+        gap_eval <= 1e-4 * scale.max(1.0),
+        "inference must not change: {gap_eval} (outputs up to {scale})"
+    );
+    let gap_unfolded = max_abs_diff(&run(&net, true), &inferred);
+    assert!(
+        gap_unfolded * 4.0 < gap_folded,
+        "training mode vs inference: unfolded {gap_unfolded}, folded {gap_folded}"
+    );
+    eprintln!("gaps: folded {gap_folded}, unfolded {gap_unfolded}, eval {gap_eval}, scale {scale}");
+    // A network with real statistics is left alone.
+    let (net, varmap, ck) = load_for_inference(&epoch_file(out.path(), 2), &Device::Cpu).unwrap();
+    let r = unfold_batch_norm(
+        &net,
+        &varmap,
+        &prepared.train,
+        &ck.contract.heads,
+        16,
+        2,
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(r.norms, 0);
+
+    // Made from an exported file, a checkpoint holds folded norms: averaging refuses it by
+    // name, with or without images for the statistics.
+    let imported = out.path().join("imported.safetensors");
+    let ck = load_model(&onnx, &Device::Cpu).unwrap();
+    checkpoint::save_tensors(&imported, &ck.contract, &ck.config, &ck.state, ck.tensors).unwrap();
+    // `train --init-from` an imported checkpoint unfolds it before the first step.
+    let mut again = config.clone();
+    again.init_from = Some(imported.clone());
+    again.out = out.path().join("again");
+    let backbone: BackboneConfig = again.backbone.parse().unwrap();
+    let t = build_trainer(
+        again.clone(),
+        contract_for(&again, &backbone),
+        &prepared,
+        None,
+        Device::Cpu,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap();
+    assert!(
+        t.contract.training["init_from_unfolded"].starts_with("12 norms"),
+        "{:?}",
+        t.contract.training
+    );
+    assert!(identity_norms(&t.varmap).unwrap().is_empty());
+
+    for bn_data in [None, Some(data.path())] {
+        let err = average_checkpoints(
+            &[&epoch_file(out.path(), 1), &imported],
+            &out.path().join("x.safetensors"),
+            bn_data,
+            false,
+            16,
+            &Device::Cpu,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("imported.safetensors") && err.contains("folded BatchNorm"),
+            "{err}"
+        );
+    }
+}

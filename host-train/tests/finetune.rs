@@ -60,6 +60,7 @@ fn options(data: &Path, head: &str, add: Option<HeadSpec>) -> FinetuneOptions {
         seed: 5,
         flip: true,
         reinit: false,
+        replace: false,
     }
 }
 
@@ -162,6 +163,86 @@ fn an_added_age_band_head_trains_and_exports() {
         err.contains("no head `mood`") && err.contains("gender"),
         "{err}"
     );
+}
+
+/// `finetune --add-head age --heads dex.toml --replace`: the L1 age head becomes a
+/// distribution head in the same output position; the body and the other heads stay
+/// bit-identical, the old head's tensors are gone, and the result exports and trains on.
+#[test]
+fn a_head_is_replaced_by_one_of_another_kind_in_place() {
+    let data = tempfile::tempdir().unwrap();
+    host_train::synth::generate(data.path(), 96, 40, 4).unwrap();
+    let run = tempfile::tempdir().unwrap();
+    let ck = trained(data.path(), run.path());
+    let out = run.path().join("ft-dex.safetensors");
+    let dex = HeadSpec::distribution("age", "years", 1.0, 116.0, 116);
+    let replace = |add: HeadSpec| FinetuneOptions {
+        replace: true,
+        ..options(data.path(), "age", Some(add))
+    };
+    let r = finetune(&ck, &out, &replace(dex.clone()), &Device::Cpu).unwrap();
+    assert_eq!(r.head_index, 0);
+    assert!(r.after.0.heads[0].mae.is_some_and(f64::is_finite));
+    let (a, b) = (bytes(&ck), bytes(&out));
+    for (name, va) in &a {
+        if !name.starts_with("heads.age.") {
+            assert!(va == &b[name], "{name} changed");
+        }
+    }
+    let old_age: usize = a.keys().filter(|n| n.starts_with("heads.age.")).count();
+    assert!(old_age > 0);
+    assert_eq!(a.len(), b.len(), "the same tensors by name");
+    let ck_out = checkpoint::load(&out, &Device::Cpu).unwrap();
+    assert_eq!(ck_out.contract.heads[0], dex);
+    assert_eq!(
+        ck_out
+            .tensors
+            .values()
+            .map(|t| t.elem_count())
+            .sum::<usize>()
+            - ck_out
+                .tensors
+                .iter()
+                .filter(|(n, _)| n.starts_with("heads.age."))
+                .map(|(_, t)| t.elem_count())
+                .sum::<usize>(),
+        checkpoint::load(&ck, &Device::Cpu)
+            .unwrap()
+            .tensors
+            .iter()
+            .filter(|(n, _)| !n.starts_with("heads.age.") && !n.starts_with("optim."))
+            .map(|(_, t)| t.elem_count())
+            .sum::<usize>(),
+        "only the age head's tensors differ in size"
+    );
+    assert!(ck_out.contract.training["finetune.age"].starts_with("replaced"));
+    let onnx = run.path().join("dex.onnx");
+    export_checkpoint(&out, &onnx, &ExportOptions::default()).unwrap();
+    let im = host_train::export::import::load_onnx(&onnx, &Device::Cpu).unwrap();
+    assert_eq!(im.contract.heads[0], dex);
+
+    // Without --replace an existing name is refused, and --replace needs an existing name.
+    let err = finetune(
+        &ck,
+        &run.path().join("x.safetensors"),
+        &options(data.path(), "age", Some(dex)),
+        &Device::Cpu,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("--replace"), "{err}");
+    let mood = HeadSpec::binary("mood", "calm", "cross");
+    let err = finetune(
+        &ck,
+        &run.path().join("y.safetensors"),
+        &replace(mood),
+        &Device::Cpu,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("no head `mood` to replace"), "{err}");
 }
 
 /// `finetune --add-head NAME --heads FILE --manifest CSV`: a binary head declared in a heads

@@ -31,6 +31,12 @@ pub struct Args {
     /// Heads file declaring the head `--add-head` names.
     #[arg(long, value_name = "FILE.toml", requires = "add_head")]
     heads: Option<PathBuf>,
+    /// The checkpoint already has the head `--add-head` names: the new declaration takes
+    /// its place (same output position, any kind), from fresh weights. E.g. the shipped L1
+    /// age head replaced by a distribution head:
+    /// `--add-head age --heads models/heads/utkface-dex.toml --replace`.
+    #[arg(long, requires = "add_head")]
+    replace: bool,
     /// Keep the body frozen (the only mode: the body's features are computed once; to
     /// train the body too, use `train --resume` or `train --init-from`).
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true")]
@@ -156,6 +162,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         seed: a.seed,
         flip: !a.no_flip,
         reinit: a.reinit,
+        replace: a.replace,
     };
     let r = finetune(&a.checkpoint, &out, &opts, &dev)
         .with_context(|| format!("fine-tuning `{head}` of {}", a.checkpoint.display()))?;

@@ -131,8 +131,9 @@ pub struct Args {
     /// Start the body from a torchvision ResNet state dict saved as safetensors
     /// (`conv1.weight`, `layer1.0.bn1.running_mean`, ...; `fc.*` is ignored), or body and
     /// heads from a HydraNet checkpoint (a new training cycle from a trained model; its
-    /// optimiser state is not taken). Needs the matching `--backbone` (torchvision's
-    /// resnet18: `resnet18`).
+    /// optimiser state is not taken; folded BatchNorm, from an exported file via
+    /// `finetune`, is unfolded with the statistics of 1,024 training images). Needs the
+    /// matching `--backbone` (torchvision's resnet18: `resnet18`).
     #[arg(long, value_name = "FILE.safetensors")]
     init_from: Option<PathBuf>,
     /// Where decoded images are kept: `memory`, `disk` (one memory-mapped file per set and

@@ -35,6 +35,7 @@ pub fn average(paths: &[&Path], device: &Device) -> Result<Checkpoint> {
         .split_first()
         .ok_or_else(|| Error::Config("nothing to average: no checkpoints given".into()))?;
     let mut first = checkpoint::load(first_path, device)?;
+    refuse_folded(first_path, &first)?;
     first.tensors.retain(|n, _| !is_optim_state(n));
     let mut sums: HashMap<String, Tensor> = first
         .tensors
@@ -43,6 +44,7 @@ pub fn average(paths: &[&Path], device: &Device) -> Result<Checkpoint> {
         .collect::<Result<_>>()?;
     for path in rest {
         let ck = checkpoint::load(path, device)?;
+        refuse_folded(path, &ck)?;
         let bad = |reason: String| Error::Checkpoint {
             path: path.to_path_buf(),
             reason,
@@ -99,6 +101,29 @@ pub fn average(paths: &[&Path], device: &Device) -> Result<Checkpoint> {
     Ok(first)
 }
 
+/// A checkpoint made from an exported file holds its BatchNorm folded into the
+/// convolutions (identity norms): its weights are another parametrisation of the network
+/// than a trained checkpoint's, so their mean with others means nothing, and recomputed
+/// statistics would change what it computes. Measured: the mean of the shipped model
+/// (imported) and a run started from it scored 5.87 years / 75.6 % ethnicity against
+/// 5.08 / 85.4 % for the run's own average (docs/experiments.md, row 29).
+fn refuse_folded(path: &Path, ck: &Checkpoint) -> Result<()> {
+    let folded = super::unfold::identity_norms_of(&ck.tensors)?;
+    if folded.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Checkpoint {
+        path: path.into(),
+        reason: format!(
+            "holds {} folded BatchNorm layers (it was made from an exported file, e.g. `{}`): \
+             its weights cannot be averaged with trained ones; train from it \
+             (`train --init-from` unfolds them) and average that run's checkpoints",
+            folded.len(),
+            folded[0]
+        ),
+    })
+}
+
 /// Sets every BatchNorm's running statistics of `net` to the mean of its batch statistics
 /// over `images` (training-mode forward passes, no augmentation, batches of `batch` in a
 /// fixed shuffled order; the last partial batch is left out). The rest of `varmap` is
@@ -115,8 +140,22 @@ pub fn recompute_batch_norm(
     batch: usize,
     device: &Device,
 ) -> Result<usize> {
+    recompute_batch_norm_on(net, varmap, images, heads, batch, usize::MAX, device)
+}
+
+/// [`recompute_batch_norm`] over at most `max_batches` batches (the same first batches of
+/// the same fixed order on every call).
+pub fn recompute_batch_norm_on(
+    net: &HydraNet,
+    varmap: &VarMap,
+    images: &ImageCache,
+    heads: &[HeadSpec],
+    batch: usize,
+    max_batches: usize,
+    device: &Device,
+) -> Result<usize> {
     let batch = batch.max(2);
-    let batches = images.len() / batch;
+    let batches = (images.len() / batch).min(max_batches);
     if batches == 0 {
         return Err(Error::Config(format!(
             "{} images: fewer than one batch of {batch} to recompute BatchNorm statistics",
@@ -144,7 +183,7 @@ pub fn recompute_batch_norm(
         .collect::<candle_core::Result<_>>()?;
     let batcher = Batcher::new(images, heads, AugmentConfig::NONE, 0);
     let order = epoch_order(images.len(), 0, 0);
-    for chunk in order.chunks_exact(batch) {
+    for chunk in order.chunks_exact(batch).take(batches) {
         for (_, v) in &stats {
             v.set(&v.as_tensor().zeros_like()?)?;
         }
@@ -200,6 +239,15 @@ pub fn average_checkpoints(
         let mut config = ck.config.clone();
         if let Some(d) = bn_data {
             config.set_source(&models::dataset::DataSource::from_path(d));
+        } else if config.data.as_os_str().is_empty() && config.manifests.is_empty() {
+            // E.g. a checkpoint made from an exported file: it records no run data.
+            return Err(Error::Checkpoint {
+                path: first.into(),
+                reason: "names no training data to recompute the BatchNorm statistics on; \
+                         give the images with --bn-data, or keep the averaged statistics \
+                         with --keep-batch-norm"
+                    .into(),
+            });
         }
         let data = prepare_data(&config, &ck.contract, Need::ImagesOnly)?;
         let n = recompute_batch_norm(

@@ -58,6 +58,10 @@ pub struct FinetuneOptions {
     pub flip: bool,
     /// Start an existing head from fresh weights instead of its trained ones.
     pub reinit: bool,
+    /// With `add`: the checkpoint already has a head of that name and `add` takes its
+    /// place (same output position, possibly another kind: an L1 age head becomes a
+    /// distribution one), from fresh weights; the old head's weights are dropped.
+    pub replace: bool,
 }
 
 /// One epoch of head training.
@@ -183,7 +187,7 @@ fn snapshot(varmap: &VarMap, prefix: &str) -> Result<HeadWeights> {
 /// A checkpoint, or an exported fp32 ONNX file read back as one (its folded norms as
 /// identity norms, which fold back to the same bits: a head can be added to a shipped
 /// model whose checkpoint is gone).
-fn load_model(path: &Path, device: &Device) -> Result<Checkpoint> {
+pub fn load_model(path: &Path, device: &Device) -> Result<Checkpoint> {
     if path.extension().is_none_or(|e| e != "onnx") {
         return checkpoint::load(path, device);
     }
@@ -224,17 +228,38 @@ pub fn finetune(
         tensors,
     } = load_model(checkpoint, device)?;
     let head = match &opts.add {
-        Some(spec) => {
-            if contract.head_index(&spec.name).is_some() {
+        Some(spec) => match contract.head_index(&spec.name) {
+            Some(i) if opts.replace => {
+                contract.heads[i] = spec.clone();
+                contract.validate()?;
+                i
+            }
+            Some(_) => {
                 return Err(Error::Config(format!(
-                    "{} already has a head `{}`; fine-tune it without --add-head",
+                    "{} already has a head `{}`; fine-tune it without --add-head, or \
+                     replace it with --replace",
                     checkpoint.display(),
                     spec.name
-                )));
+                )))
             }
-            contract.heads.push(spec.clone());
-            contract.validate()?;
-            contract.heads.len() - 1
+            None if opts.replace => {
+                return Err(Error::Config(format!(
+                    "{} has no head `{}` to replace (it has {})",
+                    checkpoint.display(),
+                    spec.name,
+                    contract.head_list()
+                )))
+            }
+            None => {
+                contract.heads.push(spec.clone());
+                contract.validate()?;
+                contract.heads.len() - 1
+            }
+        },
+        None if opts.replace => {
+            return Err(Error::Config(
+                "replacing a head needs the new head's declaration (--add-head)".into(),
+            ))
         }
         None => contract.head_index(&opts.head).ok_or_else(|| {
             Error::Config(format!(
@@ -272,6 +297,16 @@ pub fn finetune(
         Kernels::Fast,
         VarBuilder::from_varmap(&varmap, DType::F32, device),
     )?;
+    let tensors = if opts.replace {
+        // The replaced head's tensors may have other shapes: they are not loaded, and not
+        // written back (the output drops every tensor under the head's prefix).
+        tensors
+            .into_iter()
+            .filter(|(n, _)| !n.starts_with(&prefix))
+            .collect()
+    } else {
+        tensors
+    };
     checkpoint::apply_weights(&varmap, &tensors, checkpoint, |n| {
         is_loss_var(n) || (opts.add.is_some() && n.starts_with(&prefix))
     })?;
@@ -365,7 +400,11 @@ pub fn finetune(
         format!("finetune.{}", heads[head].name),
         format!(
             "{} head on a frozen body: {} epochs over {} cached features{}, lr {}, best epoch {best_epoch}",
-            if fresh_head { "new" } else { "existing" },
+            match (opts.replace, fresh_head) {
+                (true, _) => "replaced",
+                (false, true) => "new",
+                (false, false) => "existing",
+            },
             opts.epochs,
             n,
             if opts.flip { " (mirrored copies included)" } else { "" },

@@ -3,7 +3,7 @@
 //! learning-rate schedules ([`schedule`]), checkpoints ([`checkpoint`]), the run log
 //! ([`log`]), validation ([`evaluate`]), the loop itself ([`trainer`]), and the two ways of
 //! making a model from trained ones: fine-tuning a head ([`finetune`]) and weight
-//! averaging ([`average`]).
+//! averaging ([`average`]); [`unfold`] lets an exported model train again.
 pub mod average;
 pub mod checkpoint;
 pub mod config;
@@ -15,5 +15,6 @@ pub mod optim;
 pub mod schedule;
 pub mod setup;
 pub mod trainer;
+pub mod unfold;
 
 pub use config::TrainConfig;
