@@ -263,18 +263,15 @@ fn an_exported_model_unfolds_so_that_training_mode_computes_what_it_infers() {
         "resnet10: stem, 8 in blocks, 3 downsample: {norms:?}"
     );
     let gap_folded = max_abs_diff(&run(&net, true), &inferred);
+    // Statistics of two batches of 16 training images.
+    let unfold = |net: &host_train::net::HydraNet,
+                  varmap: &candle_nn::VarMap,
+                  heads: &[models::HeadSpec]| {
+        unfold_batch_norm(net, varmap, &prepared.train, heads, 16, 2, &Device::Cpu).unwrap()
+    };
 
     let (net, varmap) = inference_net(&ck, &onnx, &Device::Cpu).unwrap();
-    let r = unfold_batch_norm(
-        &net,
-        &varmap,
-        &prepared.train,
-        &ck.contract.heads,
-        16,
-        2,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let r = unfold(&net, &varmap, &ck.contract.heads);
     assert_eq!((r.norms, r.images), (12, 32));
     assert!(identity_norms(&varmap).unwrap().is_empty());
     let scale = inferred
@@ -294,16 +291,7 @@ fn an_exported_model_unfolds_so_that_training_mode_computes_what_it_infers() {
     eprintln!("gaps: folded {gap_folded}, unfolded {gap_unfolded}, eval {gap_eval}, scale {scale}");
     // A network with real statistics is left alone.
     let (net, varmap, ck) = load_for_inference(&epoch_file(out.path(), 2), &Device::Cpu).unwrap();
-    let r = unfold_batch_norm(
-        &net,
-        &varmap,
-        &prepared.train,
-        &ck.contract.heads,
-        16,
-        2,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let r = unfold(&net, &varmap, &ck.contract.heads);
     assert_eq!(r.norms, 0);
 
     // Made from an exported file, a checkpoint holds folded norms: averaging refuses it by
